@@ -1,0 +1,112 @@
+"""Differentiable layers as pure forward/backward pairs.
+
+Every layer is two functions: ``*_forward(...) -> (out, cache)`` and
+``*_backward(dout, cache) -> gradients``.  The cache holds exactly what the
+backward pass needs; nothing is stored anywhere else.  Shapes are given at the
+end of the line; ``N`` is the batch size.  A layer keeps the dtype it is given.
+"""
+from .backend import array_module
+from .validation import check_choice
+
+
+def linear_forward(x, W, b):
+    """Affine map ``out = x W + b``.
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, I)
+    W : ndarray of shape (I, O)
+    b : ndarray of shape (O,)
+
+    Returns
+    -------
+    out : ndarray of shape (N, O)
+    cache : tuple ``(x, W)``, the two factors the backward pass multiplies.
+    """
+    if x.ndim != 2 or W.ndim != 2 or x.shape[1] != W.shape[0] or b.shape != W.shape[1:]:
+        raise ValueError(f"linear layer: x {tuple(x.shape)}, W {tuple(W.shape)}, b {tuple(b.shape)} "
+                         "do not fit; need x (N, I), W (I, O), b (O,)")
+    out = x @ W                                       # (N, O)
+    out += b
+    return out, (x, W)
+
+
+def linear_backward(dout, cache):
+    """Gradients of the affine map: returns ``(dx, dW, db)``."""
+    x, W = cache
+    dx = dout @ W.T                                   # d(xW)/dx = W      (N, I)
+    dW = x.T @ dout                                   # d(xW)/dW = x      (I, O)
+    db = dout.sum(axis=0)                             # d(b)/db = 1       (O,)
+    return dx, dW, db
+
+
+def tanh_forward(x):
+    """``tanh(x)``; caches the output, since ``tanh' = 1 - tanh^2``."""
+    out = array_module(x).tanh(x)
+    return out, out
+
+
+def tanh_backward(dout, cache):
+    """``dx = dout * (1 - tanh(x)^2)``."""
+    out = cache
+    return dout * (1 - out * out)                     # tanh' = 1 - tanh^2
+
+
+def sigmoid(x):
+    """Logistic function ``1 / (1 + exp(-x))``, without overflow for large ``|x|``."""
+    xp = array_module(x)
+    return 0.5 * (1 + xp.tanh(0.5 * x))              # identity: sigma(x) = (1 + tanh(x/2))/2
+
+
+def sigmoid_forward(x):
+    """``sigma(x)``; caches the output, since ``sigma' = sigma (1 - sigma)``."""
+    out = sigmoid(x)
+    return out, out
+
+
+def sigmoid_backward(dout, cache):
+    """``dx = dout * sigma(x) (1 - sigma(x))``."""
+    out = cache
+    return dout * out * (1 - out)                     # sigma' = sigma (1 - sigma)
+
+
+def softplus(x):
+    """``log(1 + exp(x))`` computed stably for any ``x``."""
+    xp = array_module(x)
+    return xp.maximum(x, 0) + xp.log1p(xp.exp(-xp.abs(x)))
+
+
+def softplus_forward(x):
+    """``softplus(x)``; caches ``x``, since ``softplus' = sigma``."""
+    return softplus(x), x
+
+
+def softplus_backward(dout, cache):
+    """``dx = dout * sigma(x)``."""
+    return dout * sigmoid(cache)                      # softplus' = sigma
+
+
+def leaky_relu_forward(x, slope=0.01):
+    """``x`` where positive, ``slope * x`` elsewhere; caches the local slope."""
+    xp = array_module(x)
+    local = xp.where(x > 0, 1, slope).astype(x.dtype)
+    return x * local, local
+
+
+def leaky_relu_backward(dout, cache):
+    """``dx = dout * (1 if x > 0 else slope)``."""
+    return dout * cache                               # piecewise-constant derivative
+
+
+ACTIVATIONS = {
+    "tanh": (tanh_forward, tanh_backward),
+    "sigmoid": (sigmoid_forward, sigmoid_backward),
+    "softplus": (softplus_forward, softplus_backward),
+    "leaky_relu": (leaky_relu_forward, leaky_relu_backward),
+}
+
+
+def activation(name):
+    """The ``(forward, backward)`` pair of a named activation, or a clear error."""
+    check_choice("activation", name, sorted(ACTIVATIONS))
+    return ACTIVATIONS[name]

@@ -1,0 +1,123 @@
+"""The network of the reverse process: ``x_t, t -> (z_mu, z_Sigma)`` (App. D.1.1).
+
+A trunk shared over time turns ``x_t`` into features ``h``; the temporal
+readout (eqs. 62-63) turns ``h`` and ``t`` into ``2 D`` outputs, the first
+``D`` for the mean, the last ``D`` for the variance.  Two trunks:
+
+- ``'mlp'``: the project's default, an MLP ``D -> hidden... `` with the
+  activation after every layer;
+- ``'rbf'``: the paper's own, a normalized RBF layer (16 units in the paper).
+
+Parameters are a dict of named arrays (``trunk.*``, ``readout.W``,
+``readout.b``); gradients come back keyed the same way.
+"""
+from dataclasses import asdict, dataclass, field
+
+import numpy
+
+from .backend import array_module
+from .mlp import init_mlp, mlp_backward, mlp_forward
+from .rbf import rbf_backward, rbf_forward
+from .readout import basis, readout_backward, readout_forward
+from .validation import check_array, check_choice, check_positive_int
+
+
+@dataclass
+class NetConfig:
+    """Architecture of the reverse-process network.
+
+    Attributes
+    ----------
+    D : int            data dimension.
+    T : int            trajectory length.
+    net : str          ``'mlp'`` or ``'rbf'``.
+    hidden : tuple     MLP hidden widths, or ``(units,)`` for the RBF layer.
+    activation : str   MLP activation (``tanh``, ``sigmoid``, ``softplus``, ``leaky_relu``).
+    basis : str        temporal basis, ``'bump'`` or ``'identity'``.
+    n_bumps : int      number of bumps ``J`` for the ``'bump'`` basis.
+    """
+    D: int = 2
+    T: int = 40
+    net: str = "mlp"
+    hidden: tuple = (128, 128)
+    activation: str = "tanh"
+    basis: str = "bump"
+    n_bumps: int = 10
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        check_positive_int("D", self.D)
+        check_positive_int("T", self.T, 2)
+        check_choice("net", self.net, ("mlp", "rbf"))
+        check_choice("basis", self.basis, ("bump", "identity"))
+        self.hidden = tuple(check_positive_int("hidden width", h) for h in self.hidden)
+        if not self.hidden:
+            raise ValueError("hidden must name at least one layer width")
+        if self.net == "rbf" and len(self.hidden) != 1:
+            raise ValueError(f"the rbf trunk has one layer; give hidden=(units,), got {self.hidden}")
+        check_positive_int("n_bumps", self.n_bumps)
+
+    def to_dict(self):
+        d = asdict(self)
+        d["hidden"] = list(self.hidden)
+        return d
+
+
+def temporal_basis(cfg, xp=numpy, dtype=numpy.float64):
+    """The readout's basis matrix ``G`` of shape ``(T + 1, J)`` for this config."""
+    return basis(cfg.basis, cfg.T, cfg.n_bumps, dtype=dtype, xp=xp)
+
+
+def init_network(cfg, rng, dtype=numpy.float64):
+    """Initial parameters (host arrays).  The readout starts at zero, so an
+    untrained network outputs ``z = 0``: the reverse kernel equals the forward one."""
+    params = {}
+    width = cfg.hidden[-1]
+    if cfg.net == "mlp":
+        params.update(init_mlp((cfg.D,) + cfg.hidden, rng, dtype, prefix="trunk."))
+    else:
+        params["trunk.centres"] = rng.standard_normal((width, cfg.D)).astype(dtype)
+        params["trunk.log_width"] = numpy.full(width, numpy.log(0.5), dtype=dtype)
+    J = temporal_basis(cfg).shape[1]
+    params["readout.W"] = numpy.zeros((width, J, 2 * cfg.D), dtype=dtype)
+    params["readout.b"] = numpy.zeros((J, 2 * cfg.D), dtype=dtype)
+    return params
+
+
+def network_forward(params, xt, t, cfg, G):
+    """``z = net(x_t, t)``.
+
+    Parameters
+    ----------
+    params : mapping of name -> ndarray
+    xt : ndarray of shape (N, D)
+    t : int ndarray of shape (N,), values in ``1..T``
+    cfg : NetConfig
+    G : ndarray of shape (T + 1, J), from :func:`temporal_basis`.
+
+    Returns
+    -------
+    z : ndarray of shape (N, 2 D); ``z[:, :D]`` is ``z_mu``, ``z[:, D:]`` is ``z_Sigma``.
+    cache
+    """
+    check_array("x_t", xt, shape=(None, cfg.D))
+    if cfg.net == "mlp":
+        h, trunk_cache = mlp_forward(params, xt, cfg.activation, activate_last=True, prefix="trunk.")
+    else:
+        h, trunk_cache = rbf_forward(xt, params["trunk.centres"], params["trunk.log_width"])
+    z, read_cache = readout_forward(h, t, params["readout.W"], params["readout.b"], G)
+    return z, (trunk_cache, read_cache, cfg.net)
+
+
+def network_backward(dz, cache):
+    """Backward pass: returns ``(grads, dxt)``; ``dxt`` (N, D) feeds the gradient
+    with respect to the diffusion rates through ``x_t`` (§2.4.1)."""
+    trunk_cache, read_cache, net = cache
+    dh, dW, db = readout_backward(dz, read_cache)
+    if net == "mlp":
+        grads, dxt = mlp_backward(dh, trunk_cache)
+    else:
+        dxt, dc, dlw = rbf_backward(dh, trunk_cache)
+        grads = {"trunk.centres": dc, "trunk.log_width": dlw}
+    grads["readout.W"], grads["readout.b"] = dW, db
+    return grads, dxt

@@ -1,0 +1,96 @@
+"""Temporal readout (App. D.1.1, eqs. 62-63).
+
+Features ``h`` shared over time are mapped to per-time outputs through a basis
+``g_j(t)`` over the time index:
+
+    out_n = sum_j g_j(t_n) (h_n W_j + b_j)                     # eqs. (62)-(63)
+
+Two bases: Gaussian bumps in ``t`` normalized over ``j`` (smooth in time), and
+the identity basis ``g_j(t) = [j = t]``, the paper's readout learned
+separately for each time step.  Basis matrices have shape ``(T + 1, J)`` so
+that row ``t`` is ``g(t)`` in the paper's 1-based time; row 0 is unused.
+"""
+import numpy
+
+from .validation import check_positive_int
+
+
+def bump_basis(T, J, width=None, dtype=numpy.float64):
+    """Gaussian bumps over ``t = 1..T``, normalized over ``j`` (eq. 63).
+
+    Centres ``tau_j`` are evenly spaced on ``[1, T]``; the default width is
+    their spacing.  Returns a host array of shape ``(T + 1, J)``.
+    """
+    T, J = check_positive_int("T", T, 2), check_positive_int("J", J)
+    tau = numpy.linspace(1, T, J)                                     # (J,)
+    width = (T - 1) / max(J - 1, 1) if width is None else float(width)
+    t = numpy.arange(T + 1, dtype=numpy.float64)[:, None]             # (T+1, 1)
+    logits = -0.5 * ((t - tau) / width) ** 2                          # (T+1, J)
+    G = numpy.exp(logits - logits.max(axis=1, keepdims=True))
+    return (G / G.sum(axis=1, keepdims=True)).astype(dtype)
+
+
+def identity_basis(T, dtype=numpy.float64):
+    """One-hot basis ``g_j(t) = [j = t - 1]``: a readout per time step.  Shape ``(T + 1, T)``."""
+    T = check_positive_int("T", T, 2)
+    G = numpy.zeros((T + 1, T), dtype=dtype)
+    G[numpy.arange(1, T + 1), numpy.arange(T)] = 1
+    return G
+
+
+def readout_forward(h, t, W, b, G):
+    """Per-example time-dependent readout.
+
+    Parameters
+    ----------
+    h : ndarray of shape (N, H)
+        Features shared over time.
+    t : int ndarray of shape (N,)
+        Each example's time step, ``1..T``.
+    W : ndarray of shape (H, J, O)
+        One weight matrix per basis function.
+    b : ndarray of shape (J, O)
+    G : ndarray of shape (T + 1, J)
+        Temporal basis, row ``t`` is ``g(t)``.
+
+    Returns
+    -------
+    out : ndarray of shape (N, O)
+    cache : tuple ``(h, W, g)``.
+    """
+    H, J, O = W.shape
+    if h.ndim != 2 or h.shape[1] != H or b.shape != (J, O) or G.shape[1] != J \
+            or t.shape != h.shape[:1]:
+        raise ValueError(f"readout: h {tuple(h.shape)}, t {tuple(t.shape)}, W {tuple(W.shape)}, "
+                         f"b {tuple(b.shape)}, G {tuple(G.shape)} do not fit; need h (N, H), "
+                         "t (N,), W (H, J, O), b (J, O), G (T+1, J)")
+    g = G[t]                                                          # g_j(t_n)      (N, J)
+    hW = (h @ W.reshape(H, J * O)).reshape(-1, J, O)                  # h_n W_j       (N, J, O)
+    out = (g[:, :, None] * hW).sum(1) + g @ b                         # eq. (62)      (N, O)
+    return out, (h, W, g)
+
+
+def readout_backward(dout, cache):
+    """Gradients of the readout: returns ``(dh, dW, db)``.
+
+    The weight gradient is one GEMM over the outer product ``g(t_n) dout_n``,
+    so examples sharing a time step need no scatter-add.
+    """
+    h, W, g = cache
+    H, J, O = W.shape
+    dhW = (g[:, :, None] * dout[:, None, :]).reshape(-1, J * O)       # d out/d(hW_j) = g_j  (N, J*O)
+    dW = (h.T @ dhW).reshape(H, J, O)                                 # (H, J, O)
+    dh = dhW @ W.reshape(H, J * O).T                                  # (N, H)
+    db = g.T @ dout                                                   # (J, O)
+    return dh, dW, db
+
+
+def basis(kind, T, J=None, dtype=numpy.float64, xp=numpy):
+    """A temporal basis by name: ``'bump'`` (``J`` bumps) or ``'identity'``, as an ``xp`` array."""
+    if kind == "bump":
+        G = bump_basis(T, J if J is not None else 10, dtype=dtype)
+    elif kind == "identity":
+        G = identity_basis(T, dtype=dtype)
+    else:
+        raise ValueError(f"unknown temporal basis {kind!r}; allowed: bump, identity")
+    return xp.asarray(G)
