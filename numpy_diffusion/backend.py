@@ -43,11 +43,11 @@ def _load_cupy():
 
 def backend_name(name=None):
     """Resolve a backend name: the argument, else ``$NUMPY_DIFFUSION_BACKEND``, else ``'numpy'``."""
+    source = "argument"
     if name is None:
-        name = os.environ.get(ENV_VAR) or "numpy"
+        name, source = os.environ.get(ENV_VAR) or "numpy", f"${ENV_VAR}"
     key = str(name).strip().lower()
     if key not in BACKENDS:
-        source = "argument" if name is not None else f"${ENV_VAR}"
         raise BackendError(f"unknown backend {name!r} (from the {source}); "
                            f"allowed: {', '.join(BACKENDS)}")
     return key

@@ -20,14 +20,16 @@ import numpy
 TINY = 1e-12
 
 
-def rel_error(analytic, numeric, tiny=TINY, floor=1e-8):
+def rel_error(analytic, numeric, tiny=TINY, floor=1e-4):
     """Largest elementwise ``|a - n| / max(|a| + |n|, tiny)``.
 
-    Entries far smaller than the largest gradient entry carry the round-off
-    of the finite differences (about ``1e-10`` of the largest) and would read
-    as relative errors near 1 for a correct gradient, so the denominator is at
-    least ``floor`` times the largest magnitude.  ``floor=0`` gives the plain
-    elementwise relative error.
+    Central differences carry an absolute round-off of about
+    ``eps |f| / h ~ 1e-10 |f|``, the same for every entry, so an entry far
+    smaller than the largest reads as a relative error near 1 even when its
+    gradient is right.  The denominator is therefore at least ``floor`` times
+    the largest ``|a| + |n|``: entries below ``1e-4`` of the largest are
+    compared in absolute terms, against the largest.  ``floor=0`` gives the
+    plain elementwise relative error.
     """
     a, n = numpy.asarray(analytic, dtype=numpy.float64), numpy.asarray(numeric, dtype=numpy.float64)
     if a.shape != n.shape:
@@ -67,9 +69,24 @@ def numerical_jvp(f, x, dout, h=1e-6):
     return numerical_gradient(lambda z: (numpy.asarray(f(z)) * dout).sum(), x, h)
 
 
-def check_gradient(f, x, analytic, h=1e-6):
-    """Relative error between ``analytic`` and the central-difference gradient of ``f`` at ``x``."""
-    return rel_error(analytic, numerical_gradient(f, x, h))
+def roundoff_floor(f_value, h=1e-6, tol=1e-5):
+    """Smallest gradient entry that central differences resolve to ``tol``.
+
+    The difference quotient carries an absolute round-off of about
+    ``eps |f| / h``; entries smaller than ``10 eps |f| / (h tol)`` are
+    compared in absolute terms (this is the ``tiny`` of :func:`rel_error`).
+    """
+    return max(TINY, 10 * numpy.finfo(numpy.float64).eps * abs(float(f_value)) / (h * tol))
+
+
+def check_gradient(f, x, analytic, h=1e-6, tol=1e-5):
+    """Relative error between ``analytic`` and the central-difference gradient of ``f`` at ``x``.
+
+    ``f`` is a scalar function reading ``x``; the comparison uses
+    :func:`rel_error` with ``tiny`` set by :func:`roundoff_floor`, so a
+    correct gradient returns well below ``tol`` and a wrong one ``O(1)``.
+    """
+    return rel_error(analytic, numerical_gradient(f, x, h), tiny=roundoff_floor(f(x), h, tol))
 
 
 def directional_check(loss, theta, grad, rng, h=1e-6):

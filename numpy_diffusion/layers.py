@@ -53,9 +53,11 @@ def tanh_backward(dout, cache):
 
 
 def sigmoid(x):
-    """Logistic function ``1 / (1 + exp(-x))``, without overflow for large ``|x|``."""
+    """Logistic function ``1 / (1 + exp(-x))``, without overflow for large ``|x|``
+    and to full relative precision in both tails."""
     xp = array_module(x)
-    return 0.5 * (1 + xp.tanh(0.5 * x))              # identity: sigma(x) = (1 + tanh(x/2))/2
+    e = xp.exp(-xp.abs(x))                           # in (0, 1]: never overflows
+    return xp.where(x >= 0, 1, e) / (1 + e)          # 1/(1+e^-x) or e^x/(1+e^x)
 
 
 def sigmoid_forward(x):

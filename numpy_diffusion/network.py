@@ -11,14 +11,14 @@ readout (eqs. 62-63) turns ``h`` and ``t`` into ``2 D`` outputs, the first
 Parameters are a dict of named arrays (``trunk.*``, ``readout.W``,
 ``readout.b``); gradients come back keyed the same way.
 """
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy
 
-from .backend import array_module
 from .mlp import init_mlp, mlp_backward, mlp_forward
 from .rbf import rbf_backward, rbf_forward
-from .readout import basis, readout_backward, readout_forward
+from .readout import (basis, readout_backward, readout_forward, step_readout_backward,
+                      step_readout_forward)
 from .validation import check_array, check_choice, check_positive_int
 
 
@@ -35,6 +35,7 @@ class NetConfig:
     activation : str   MLP activation (``tanh``, ``sigmoid``, ``softplus``, ``leaky_relu``).
     basis : str        temporal basis, ``'bump'`` or ``'identity'``.
     n_bumps : int      number of bumps ``J`` for the ``'bump'`` basis.
+    n_out : int        outputs per example; default ``2 D`` (mean and variance).
     """
     D: int = 2
     T: int = 40
@@ -43,7 +44,7 @@ class NetConfig:
     activation: str = "tanh"
     basis: str = "bump"
     n_bumps: int = 10
-    extra: dict = field(default_factory=dict)
+    n_out: int = 0
 
     def __post_init__(self):
         check_positive_int("D", self.D)
@@ -56,6 +57,7 @@ class NetConfig:
         if self.net == "rbf" and len(self.hidden) != 1:
             raise ValueError(f"the rbf trunk has one layer; give hidden=(units,), got {self.hidden}")
         check_positive_int("n_bumps", self.n_bumps)
+        self.n_out = 2 * self.D if not self.n_out else check_positive_int("n_out", self.n_out)
 
     def to_dict(self):
         d = asdict(self)
@@ -64,8 +66,16 @@ class NetConfig:
 
 
 def temporal_basis(cfg, xp=numpy, dtype=numpy.float64):
-    """The readout's basis matrix ``G`` of shape ``(T + 1, J)`` for this config."""
+    """The readout's basis matrix ``G`` of shape ``(T + 1, J)`` for this config;
+    ``None`` for the identity basis, whose readout gathers each example's step."""
+    if cfg.basis == "identity":
+        return None
     return basis(cfg.basis, cfg.T, cfg.n_bumps, dtype=dtype, xp=xp)
+
+
+def n_basis(cfg):
+    """Number ``J`` of temporal basis functions."""
+    return cfg.T if cfg.basis == "identity" else cfg.n_bumps
 
 
 def init_network(cfg, rng, dtype=numpy.float64):
@@ -78,9 +88,9 @@ def init_network(cfg, rng, dtype=numpy.float64):
     else:
         params["trunk.centres"] = rng.standard_normal((width, cfg.D)).astype(dtype)
         params["trunk.log_width"] = numpy.full(width, numpy.log(0.5), dtype=dtype)
-    J = temporal_basis(cfg).shape[1]
-    params["readout.W"] = numpy.zeros((width, J, 2 * cfg.D), dtype=dtype)
-    params["readout.b"] = numpy.zeros((J, 2 * cfg.D), dtype=dtype)
+    J = n_basis(cfg)
+    params["readout.W"] = numpy.zeros((width, J, cfg.n_out), dtype=dtype)
+    params["readout.b"] = numpy.zeros((J, cfg.n_out), dtype=dtype)
     return params
 
 
@@ -93,11 +103,13 @@ def network_forward(params, xt, t, cfg, G):
     xt : ndarray of shape (N, D)
     t : int ndarray of shape (N,), values in ``1..T``
     cfg : NetConfig
-    G : ndarray of shape (T + 1, J), from :func:`temporal_basis`.
+    G : ndarray of shape (T + 1, J), from :func:`temporal_basis` (unused by
+        the identity basis, which gathers each example's step instead).
 
     Returns
     -------
-    z : ndarray of shape (N, 2 D); ``z[:, :D]`` is ``z_mu``, ``z[:, D:]`` is ``z_Sigma``.
+    z : ndarray of shape (N, n_out); for Gaussian diffusion ``z[:, :D]`` is
+        ``z_mu`` and ``z[:, D:]`` is ``z_Sigma``.
     cache
     """
     check_array("x_t", xt, shape=(None, cfg.D))
@@ -105,16 +117,20 @@ def network_forward(params, xt, t, cfg, G):
         h, trunk_cache = mlp_forward(params, xt, cfg.activation, activate_last=True, prefix="trunk.")
     else:
         h, trunk_cache = rbf_forward(xt, params["trunk.centres"], params["trunk.log_width"])
-    z, read_cache = readout_forward(h, t, params["readout.W"], params["readout.b"], G)
-    return z, (trunk_cache, read_cache, cfg.net)
+    if cfg.basis == "identity":
+        z, read_cache = step_readout_forward(h, t, params["readout.W"], params["readout.b"])
+    else:
+        z, read_cache = readout_forward(h, t, params["readout.W"], params["readout.b"], G)
+    return z, (trunk_cache, read_cache, cfg)
 
 
 def network_backward(dz, cache):
     """Backward pass: returns ``(grads, dxt)``; ``dxt`` (N, D) feeds the gradient
     with respect to the diffusion rates through ``x_t`` (§2.4.1)."""
-    trunk_cache, read_cache, net = cache
-    dh, dW, db = readout_backward(dz, read_cache)
-    if net == "mlp":
+    trunk_cache, read_cache, cfg = cache
+    read_backward = step_readout_backward if cfg.basis == "identity" else readout_backward
+    dh, dW, db = read_backward(dz, read_cache)
+    if cfg.net == "mlp":
         grads, dxt = mlp_backward(dh, trunk_cache)
     else:
         dxt, dc, dlw = rbf_backward(dh, trunk_cache)

@@ -31,8 +31,8 @@ def rbf_forward(x, centres, log_width):
                          "need x (N, D), centres (H, D), log_width (H,)")
     xp = array_module(x)
     inv_var = xp.exp(-2 * log_width)                                  # 1 / s_j^2      (H,)
-    sq_dist = (x * x).sum(1)[:, None] - 2 * (x @ centres.T) + (centres * centres).sum(1)
-    logits = -0.5 * xp.maximum(sq_dist, 0) * inv_var                  # (N, H)
+    diff = x[:, None, :] - centres[None, :, :]                        # x_n - c_j      (N, H, D)
+    logits = -0.5 * (diff * diff).sum(2) * inv_var                    # (N, H)
     out = xp.exp(logits - logits.max(axis=1, keepdims=True))
     out /= out.sum(axis=1, keepdims=True)                             # softmax over j
     return out, (x, centres, inv_var, logits, out)

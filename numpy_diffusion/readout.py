@@ -12,6 +12,7 @@ that row ``t`` is ``g(t)`` in the paper's 1-based time; row 0 is unused.
 """
 import numpy
 
+from .backend import array_module
 from .validation import check_positive_int
 
 
@@ -82,6 +83,59 @@ def readout_backward(dout, cache):
     dW = (h.T @ dhW).reshape(H, J, O)                                 # (H, J, O)
     dh = dhW @ W.reshape(H, J * O).T                                  # (N, H)
     db = g.T @ dout                                                   # (J, O)
+    return dh, dW, db
+
+
+def step_readout_forward(h, t, W, b):
+    """Readout learned separately for each time step: the identity basis, by gathering.
+
+    Equal to :func:`readout_forward` with :func:`identity_basis`, but costs
+    ``O(N H O)`` instead of ``O(N H T O)``, which matters for long chains
+    (``T = 2000`` in the binary experiment).
+
+    Parameters
+    ----------
+    h : ndarray of shape (N, H)
+    t : int ndarray of shape (N,), values ``1..T``
+    W : ndarray of shape (H, T, O)
+        ``W[:, t - 1]`` is step ``t``'s weight matrix.
+    b : ndarray of shape (T, O)
+
+    Returns
+    -------
+    out : ndarray of shape (N, O)
+    cache : tuple ``(h, W, t)``.
+    """
+    H, T, O = W.shape
+    if h.ndim != 2 or h.shape[1] != H or b.shape != (T, O) or t.shape != h.shape[:1]:
+        raise ValueError(f"step readout: h {tuple(h.shape)}, t {tuple(t.shape)}, W {tuple(W.shape)}, "
+                         f"b {tuple(b.shape)} do not fit; need h (N, H), t (N,), W (H, T, O), b (T, O)")
+    xp = array_module(h)
+    W_t = W[:, t - 1].transpose(1, 0, 2)                              # W_{t_n}        (N, H, O)
+    out = xp.matmul(h[:, None, :], W_t)[:, 0] + b[t - 1]              # eq. (62), g = one-hot
+    return out, (h, W, t)
+
+
+def step_readout_backward(dout, cache):
+    """Gradients of the per-step readout: returns ``(dh, dW, db)``.
+
+    Examples are sorted by time step and the outer products ``h_n dout_n`` are
+    summed over each run of equal ``t`` (``reduceat``), so no scatter-add is
+    needed: every step's gradient is written once.
+    """
+    h, W, t = cache
+    xp = array_module(h)
+    H, T, O = W.shape
+    dh = xp.matmul(W[:, t - 1].transpose(1, 0, 2), dout[:, :, None])[:, :, 0]   # d out/dh = W_t  (N, H)
+    order = xp.argsort(t, kind="stable")
+    ts = t[order]
+    starts = xp.flatnonzero(xp.concatenate([xp.ones(1, dtype=bool), ts[1:] != ts[:-1]]))
+    steps = ts[starts] - 1                                            # distinct steps, 0-based
+    outer = h[order][:, :, None] * dout[order][:, None, :]            # d out/dW_t = h   (N, H, O)
+    dW = xp.zeros_like(W)
+    dW[:, steps] = xp.add.reduceat(outer, starts, axis=0).transpose(1, 0, 2)
+    db = xp.zeros_like(W[0])
+    db[steps] = xp.add.reduceat(dout[order], starts, axis=0)          # d out/db_t = 1   (T, O)
     return dh, dW, db
 
 
