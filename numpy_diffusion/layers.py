@@ -100,6 +100,43 @@ def leaky_relu_backward(dout, cache):
     return dout * cache                               # piecewise-constant derivative
 
 
+def fourier_forward(x, B):
+    """Fourier features ``[x, sin(x B), cos(x B)]`` (Tancik et al. 2020; not in the paper).
+
+    A fixed random ``B`` with large entries gives the network sinusoids of
+    short wavelength, which it needs to locate the thin swiss roll to within
+    a few thousandths of its scale at small ``t`` (see the README's study).
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, D)
+    B : ndarray of shape (D, F)
+        Frequencies (radians per unit of ``x``).
+
+    Returns
+    -------
+    out : ndarray of shape (N, D + 2 F)
+    cache : tuple ``(x, B, sin, cos)``.
+    """
+    if x.ndim != 2 or B.ndim != 2 or x.shape[1] != B.shape[0]:
+        raise ValueError(f"fourier layer: x {tuple(x.shape)} and B {tuple(B.shape)} do not fit; "
+                         "need x (N, D), B (D, F)")
+    xp = array_module(x)
+    z = x @ B                                          # (N, F)
+    s, c = xp.sin(z), xp.cos(z)
+    return xp.concatenate([x, s, c], axis=1), (x, B, s, c)
+
+
+def fourier_backward(dout, cache):
+    """Gradients of the Fourier features: returns ``(dx, dB)``."""
+    x, B, s, c = cache
+    D, F = B.shape
+    dz = dout[:, D:D + F] * c - dout[:, D + F:] * s    # sin' = cos, cos' = -sin   (N, F)
+    dx = dout[:, :D] + dz @ B.T                        # identity part + d(xB)/dx = B
+    dB = x.T @ dz                                      # d(xB)/dB = x              (D, F)
+    return dx, dB
+
+
 ACTIVATIONS = {
     "tanh": (tanh_forward, tanh_backward),
     "sigmoid": (sigmoid_forward, sigmoid_backward),

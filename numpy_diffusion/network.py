@@ -4,8 +4,9 @@ A trunk shared over time turns ``x_t`` into features ``h``; the temporal
 readout (eqs. 62-63) turns ``h`` and ``t`` into ``2 D`` outputs, the first
 ``D`` for the mean, the last ``D`` for the variance.  Two trunks:
 
-- ``'mlp'``: the project's default, an MLP ``D -> hidden... `` with the
-  activation after every layer;
+- ``'mlp'``: the project's default, an MLP ``D -> hidden...`` with the
+  activation after every layer, optionally fed Fourier features
+  ``[x, sin(x B), cos(x B)]`` of its input (``fourier > 0``);
 - ``'rbf'``: the paper's own, a normalized RBF layer (16 units in the paper).
 
 Parameters are a dict of named arrays (``trunk.*``, ``readout.W``,
@@ -15,6 +16,7 @@ from dataclasses import asdict, dataclass
 
 import numpy
 
+from .layers import fourier_backward, fourier_forward
 from .mlp import init_mlp, mlp_backward, mlp_forward
 from .rbf import rbf_backward, rbf_forward
 from .readout import (basis, readout_backward, readout_forward, step_readout_backward,
@@ -36,6 +38,9 @@ class NetConfig:
     basis : str        temporal basis, ``'bump'`` or ``'identity'``.
     n_bumps : int      number of bumps ``J`` for the ``'bump'`` basis.
     n_out : int        outputs per example; default ``2 D`` (mean and variance).
+    fourier : int      number ``F`` of random Fourier frequencies fed to the MLP (0: none).
+    fourier_scale : float  standard deviation of the frequencies ``B ~ N(0, scale^2)``.
+    fourier_learned : bool whether ``B`` is trained (else fixed at its random draw).
     """
     D: int = 2
     T: int = 40
@@ -45,6 +50,9 @@ class NetConfig:
     basis: str = "bump"
     n_bumps: int = 10
     n_out: int = 0
+    fourier: int = 0
+    fourier_scale: float = 6.0
+    fourier_learned: bool = False
 
     def __post_init__(self):
         check_positive_int("D", self.D)
@@ -57,6 +65,9 @@ class NetConfig:
         if self.net == "rbf" and len(self.hidden) != 1:
             raise ValueError(f"the rbf trunk has one layer; give hidden=(units,), got {self.hidden}")
         check_positive_int("n_bumps", self.n_bumps)
+        check_positive_int("fourier", self.fourier, 0)
+        if self.fourier and self.net != "mlp":
+            raise ValueError("Fourier features feed the mlp trunk only; set fourier=0 for net='rbf'")
         self.n_out = 2 * self.D if not self.n_out else check_positive_int("n_out", self.n_out)
 
     def to_dict(self):
@@ -84,7 +95,11 @@ def init_network(cfg, rng, dtype=numpy.float64):
     params = {}
     width = cfg.hidden[-1]
     if cfg.net == "mlp":
-        params.update(init_mlp((cfg.D,) + cfg.hidden, rng, dtype, prefix="trunk."))
+        d_in = cfg.D + 2 * cfg.fourier
+        params.update(init_mlp((d_in,) + cfg.hidden, rng, dtype, prefix="trunk."))
+        if cfg.fourier:
+            B = cfg.fourier_scale * rng.standard_normal((cfg.D, cfg.fourier))
+            params["trunk.fourier_B"] = B.astype(dtype)
     else:
         params["trunk.centres"] = rng.standard_normal((width, cfg.D)).astype(dtype)
         params["trunk.log_width"] = numpy.full(width, numpy.log(0.5), dtype=dtype)
@@ -114,7 +129,11 @@ def network_forward(params, xt, t, cfg, G):
     """
     check_array("x_t", xt, shape=(None, cfg.D))
     if cfg.net == "mlp":
-        h, trunk_cache = mlp_forward(params, xt, cfg.activation, activate_last=True, prefix="trunk.")
+        feats, fourier_cache = xt, None
+        if cfg.fourier:
+            feats, fourier_cache = fourier_forward(xt, params["trunk.fourier_B"])
+        h, mlp_cache = mlp_forward(params, feats, cfg.activation, activate_last=True, prefix="trunk.")
+        trunk_cache = (fourier_cache, mlp_cache)
     else:
         h, trunk_cache = rbf_forward(xt, params["trunk.centres"], params["trunk.log_width"])
     if cfg.basis == "identity":
@@ -131,7 +150,11 @@ def network_backward(dz, cache):
     read_backward = step_readout_backward if cfg.basis == "identity" else readout_backward
     dh, dW, db = read_backward(dz, read_cache)
     if cfg.net == "mlp":
-        grads, dxt = mlp_backward(dh, trunk_cache)
+        fourier_cache, mlp_cache = trunk_cache
+        grads, dxt = mlp_backward(dh, mlp_cache)
+        if fourier_cache is not None:
+            dxt, dB = fourier_backward(dxt, fourier_cache)
+            grads["trunk.fourier_B"] = dB if cfg.fourier_learned else 0 * dB
     else:
         dxt, dc, dlw = rbf_backward(dh, trunk_cache)
         grads = {"trunk.centres": dc, "trunk.log_width": dlw}

@@ -53,6 +53,18 @@ def test_rbf_backward(n, d, h, data):
         assert check_gradient(f, arg, grad) < TOL
 
 
+@given(n=batch, d=dims, f=width, data=st.data())
+def test_fourier_backward(n, d, f, data):
+    x, B = data.draw(arrays((n, d))), data.draw(arrays((d, f), scale=3.0))
+    dout = data.draw(arrays((n, d + 2 * f)))
+    out, cache = layers.fourier_forward(x, B)
+    np.testing.assert_array_equal(out[:, :d], x)              # the input passes through
+    dx, dB = layers.fourier_backward(dout, cache)
+    f_ = lambda _: (layers.fourier_forward(x, B)[0] * dout).sum()
+    assert check_gradient(f_, x, dx) < TOL
+    assert check_gradient(f_, B, dB) < TOL
+
+
 @pytest.mark.parametrize("kind", ["bump", "identity"])
 @given(n=batch, h=width, o=dims, T=times, seed=seeds, data=st.data())
 def test_readout_backward(kind, n, h, o, T, seed, data):

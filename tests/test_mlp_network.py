@@ -68,11 +68,13 @@ def _network_loss(cfg, seed, n=5):
     return pv, x, t, G, dz, loss, flat, dx, rng
 
 
-@pytest.mark.parametrize("net,hidden,basis", [("mlp", (6, 5), "bump"), ("mlp", (4,), "identity"),
-                                              ("rbf", (6,), "identity"), ("rbf", (3,), "bump")])
+@pytest.mark.parametrize("net,hidden,basis,fourier", [
+    ("mlp", (6, 5), "bump", 0), ("mlp", (4,), "identity", 0), ("mlp", (5, 4), "bump", 3),
+    ("rbf", (6,), "identity", 0), ("rbf", (3,), "bump", 0)])
 @given(seed=seeds, T=times)
-def test_network_end_to_end(net, hidden, basis, seed, T):
-    cfg = NetConfig(D=2, T=T, net=net, hidden=hidden, activation="tanh", basis=basis, n_bumps=3)
+def test_network_end_to_end(net, hidden, basis, fourier, seed, T):
+    cfg = NetConfig(D=2, T=T, net=net, hidden=hidden, activation="tanh", basis=basis, n_bumps=3,
+                    fourier=fourier, fourier_scale=1.5, fourier_learned=True)
     pv, x, t, G, dz, loss, flat, dx, rng = _network_loss(cfg, seed)
     assert directional_check(loss, pv.flat.copy(), flat, rng) < TOL       # whole model, 2 evaluations
     f = lambda _: (network_forward(pv.views, x, t, cfg, G)[0] * dz).sum()

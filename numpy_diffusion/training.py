@@ -1,0 +1,195 @@
+"""The training loop: Adam on the flat parameter vector, checkpoints, exact resume.
+
+The loop is model-agnostic.  A model is any object with
+
+- ``init_params(rng, dtype) -> dict`` of host arrays,
+- ``loss_and_grads(params, x0, rng) -> (loss, grads)``: ``loss`` is the
+  minibatch estimate of ``-K`` in nats per example, ``grads`` a dict keyed
+  like ``params``,
+- ``config() -> dict`` (JSON-able) and ``from_config(dict)``.
+
+One seed makes one ``numpy.random.Generator``, which draws the data, the time
+steps and the noise in a fixed order; its state is saved in the checkpoint,
+so a run resumed from a checkpoint continues exactly as if uninterrupted.
+The library never prints: pass ``callback`` to see progress.
+"""
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+
+import numpy
+
+from .backend import array_module, to_host
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .optim import Adam, ParamVector, cosine_lr
+from .validation import check_choice, check_positive_int
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or a gradient became non-finite; the message names the step."""
+
+
+@dataclass
+class TrainConfig:
+    """Optimization settings.
+
+    Attributes
+    ----------
+    steps : int              total Adam steps.
+    batch_size : int         examples per step.
+    lr : float               peak learning rate.
+    lr_schedule : str        ``'cosine'`` (warm-up then cosine decay) or ``'constant'``.
+    warmup : int             warm-up steps.
+    final_lr_fraction : float  cosine floor, as a fraction of ``lr``.
+    seed : int               the one seed of the run.
+    dtype : str              ``'float32'`` or ``'float64'`` for the network and Adam.
+    ema_decay : float        decay of an exponential moving average of the
+                             parameters used for evaluation and sampling (0: off).
+    """
+    steps: int = 20_000
+    batch_size: int = 1024
+    lr: float = 1e-3
+    lr_schedule: str = "cosine"
+    warmup: int = 200
+    final_lr_fraction: float = 0.01
+    seed: int = 0
+    dtype: str = "float32"
+    ema_decay: float = 0.0
+
+    def __post_init__(self):
+        check_positive_int("steps", self.steps, 0)
+        check_positive_int("batch_size", self.batch_size)
+        check_positive_int("warmup", self.warmup, 0)
+        check_choice("lr_schedule", self.lr_schedule, ("cosine", "constant"))
+        check_choice("dtype", self.dtype, ("float32", "float64"))
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
+
+    def lr_at(self, step):
+        """Learning rate for 0-based ``step``."""
+        if self.lr_schedule == "constant":
+            return self.lr
+        return cosine_lr(step, self.steps, self.lr, self.final_lr_fraction, self.warmup)
+
+
+class Trainer:
+    """State of one training run: parameters, Adam, EMA, step, RNG.
+
+    Parameters
+    ----------
+    model : object with the interface in the module docstring.
+    data_fn : callable ``(n, rng) -> host ndarray (n, D)``, fresh training data.
+    cfg : TrainConfig
+    xp : array module (NumPy or CuPy) from :mod:`backend`.
+    """
+
+    def __init__(self, model, data_fn, cfg, xp=numpy):
+        self.model, self.data_fn, self.cfg, self.xp = model, data_fn, cfg, xp
+        self.rng = numpy.random.default_rng(cfg.seed)
+        dtype = numpy.dtype(cfg.dtype)
+        self.params = ParamVector.from_arrays(model.init_params(self.rng, dtype), xp, dtype)
+        self.grads = self.params.zeros_like()
+        self.opt = Adam(self.params.flat.shape[0], cfg.lr, xp=xp, dtype=dtype)
+        self.ema = self.params.copy() if cfg.ema_decay else None
+        self.step = 0
+        self.losses = []                                   # (step, loss) of every step
+
+    @property
+    def eval_params(self):
+        """The parameters to evaluate and sample with: the EMA if kept, else the live ones."""
+        return (self.ema or self.params).views
+
+    def train_step(self):
+        """One Adam step on a fresh minibatch; returns the minibatch loss (nats per example)."""
+        x0 = self.xp.asarray(self.data_fn(self.cfg.batch_size, self.rng))
+        loss, grads = self.model.loss_and_grads(self.params.views, x0, self.rng)
+        loss = float(loss)
+        for name, g in grads.items():
+            self.grads[name][...] = g
+        if not (math.isfinite(loss) and bool(self.xp.isfinite(self.grads.flat).all())):
+            what = "loss" if not math.isfinite(loss) else "gradient"
+            raise TrainingDiverged(f"training diverged at step {self.step + 1}: the {what} is not "
+                                   f"finite (loss {loss}); lower --lr or check the data")
+        self.opt.step(self.params.flat, self.grads.flat, self.cfg.lr_at(self.step))
+        if self.ema is not None:
+            d = self.cfg.ema_decay
+            self.ema.flat *= d
+            self.ema.flat += (1 - d) * self.params.flat
+        self.step += 1
+        self.losses.append((self.step, loss))
+        return loss
+
+    def run(self, until=None, callback=None, every=100):
+        """Train up to step ``until`` (default ``cfg.steps``), calling ``callback(self)``
+        every ``every`` steps and at the end; returns seconds spent."""
+        until = self.cfg.steps if until is None else until
+        start = time.perf_counter()
+        while self.step < until:
+            self.train_step()
+            if callback is not None and (self.step % every == 0 or self.step == until):
+                callback(self)
+        return time.perf_counter() - start
+
+    # ---- checkpoints -------------------------------------------------------------
+
+    def state_arrays(self):
+        """Everything needed to resume, as host arrays."""
+        arrays = {f"param/{k}": v for k, v in self.params.to_host_dict().items()}
+        if self.ema is not None:
+            arrays.update({f"ema/{k}": v for k, v in self.ema.to_host_dict().items()})
+        arrays.update({f"adam/{k}": v for k, v in self.opt.state_dict().items()})
+        arrays["step"] = numpy.int64(self.step)
+        arrays["rng_state"] = numpy.array(json.dumps(self.rng.bit_generator.state))
+        arrays["losses"] = numpy.array(self.losses, dtype=numpy.float64).reshape(-1, 2)
+        return arrays
+
+    def save(self, path, extra=None):
+        """Write the checkpoint ``path`` (.npz) and its JSON config, atomically."""
+        if not bool(self.xp.isfinite(self.params.flat).all()):
+            raise TrainingDiverged(f"refusing to save non-finite parameters at step {self.step}; "
+                                   "the last good checkpoint is kept")
+        config = {"step": self.step, "model": self.model.config(), "train": asdict(self.cfg),
+                  "model_class": type(self.model).__name__, **(extra or {})}
+        save_checkpoint(path, self.state_arrays(), config)
+
+    def load_state(self, arrays):
+        """Restore parameters, EMA, optimizer, step and RNG from checkpoint arrays."""
+        for vec, prefix in ((self.params, "param/"), (self.ema, "ema/")):
+            if vec is None:
+                continue
+            for name in vec.keys():
+                key = prefix + name
+                if key not in arrays or arrays[key].shape != vec[name].shape:
+                    raise CheckpointError(f"checkpoint has no {key!r} of shape {vec[name].shape}; "
+                                          "it was written for another model")
+                vec[name][...] = self.xp.asarray(arrays[key])
+        self.opt.load_state_dict({k[5:]: v for k, v in arrays.items() if k.startswith("adam/")})
+        self.step = int(arrays["step"])
+        self.rng.bit_generator.state = json.loads(str(arrays["rng_state"]))
+        self.losses = [(int(s), float(l)) for s, l in arrays["losses"]]
+
+    @classmethod
+    def resume(cls, path, model_from_config, data_fn, xp=numpy, **overrides):
+        """A trainer restored from checkpoint ``path``.
+
+        ``model_from_config(dict)`` rebuilds the model; ``overrides`` change
+        training settings (e.g. ``steps`` to train further).
+        """
+        arrays, config = load_checkpoint(path)
+        cfg = TrainConfig(**{**config["train"], **overrides})
+        trainer = cls(model_from_config(config["model"]), data_fn, cfg, xp)
+        trainer.load_state(arrays)
+        return trainer, config
+
+
+def host_params(params):
+    """Host copies of a mapping of parameters (for saving and plotting)."""
+    return {k: to_host(v) for k, v in params.items()}
+
+
+def is_finite(a):
+    """True when every entry of ``a`` is finite, on any backend."""
+    return bool(array_module(a).isfinite(a).all())

@@ -1,0 +1,123 @@
+"""The training loop and checkpoints, on a toy model with a known optimum.
+
+The toy model fits the mean of its data by least squares, so a run must
+converge, a NaN in the data must stop it, and a resumed run must match an
+uninterrupted one bit for bit.
+"""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from numpy_diffusion.checkpoint import CheckpointError, config_path, load_checkpoint
+from numpy_diffusion.training import TrainConfig, Trainer, TrainingDiverged
+
+
+class MeanModel:
+    """loss = mean ||x0 - m||^2 / 2 plus a random-probe term, so the RNG matters."""
+
+    def init_params(self, rng, dtype):
+        return {"m": rng.standard_normal(3).astype(dtype)}
+
+    def loss_and_grads(self, params, x0, rng):
+        noise = rng.standard_normal(x0.shape) * 0.01
+        r = params["m"] - (x0 + noise)
+        return 0.5 * float((r * r).sum(1).mean()), {"m": r.mean(0)}
+
+    def config(self):
+        return {"kind": "mean"}
+
+    @classmethod
+    def from_config(cls, d):
+        return cls()
+
+
+def data(n, rng):
+    return rng.standard_normal((n, 3)) + np.array([1.0, -2.0, 3.0])
+
+
+def test_converges():
+    cfg = TrainConfig(steps=600, batch_size=64, lr=0.05, seed=0, dtype="float64", warmup=0)
+    trainer = Trainer(MeanModel(), data, cfg)
+    trainer.run()
+    np.testing.assert_allclose(trainer.params["m"], [1, -2, 3], atol=0.05)
+
+
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+def test_resume_is_exact(tmp_path, ema):
+    cfg = TrainConfig(steps=40, batch_size=8, lr=0.01, seed=3, dtype="float64", ema_decay=ema)
+    straight = Trainer(MeanModel(), data, cfg)
+    straight.run()
+    first = Trainer(MeanModel(), data, cfg)
+    first.run(until=17)
+    first.save(tmp_path / "ck.npz")
+    resumed, config = Trainer.resume(tmp_path / "ck.npz", MeanModel.from_config, data)
+    assert config["step"] == 17 and resumed.step == 17
+    resumed.run()
+    assert np.array_equal(resumed.params.flat, straight.params.flat)          # bit for bit
+    assert np.array_equal(resumed.opt.m, straight.opt.m)
+    if ema:
+        assert np.array_equal(resumed.ema.flat, straight.ema.flat)
+    assert resumed.losses == straight.losses
+
+
+def test_divergence_names_the_step_and_keeps_the_checkpoint(tmp_path):
+    def poisoned(n, rng):
+        x = data(n, rng)
+        if poisoned.calls == 12:
+            x[0, 0] = np.nan
+        poisoned.calls += 1
+        return x
+    poisoned.calls = 0
+    cfg = TrainConfig(steps=30, batch_size=4, lr=0.01, seed=0, dtype="float64")
+    trainer = Trainer(MeanModel(), poisoned, cfg)
+    trainer.run(until=10)
+    path = tmp_path / "ck.npz"
+    trainer.save(path)
+    before = path.read_bytes()
+    with pytest.raises(TrainingDiverged, match="diverged at step 13"):
+        trainer.run()
+    assert np.isfinite(trainer.params.flat).all()          # the bad step was not applied
+    assert path.read_bytes() == before                     # nothing saved was lost
+    trainer.params.flat[0] = np.nan
+    with pytest.raises(TrainingDiverged, match="refusing to save non-finite"):
+        trainer.save(path)
+    assert path.read_bytes() == before
+
+
+def test_checkpoint_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.npz")
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip file")
+    with open(config_path(bad), "w") as f:
+        json.dump({"step": 0}, f)
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(bad)
+    cfg = TrainConfig(steps=3, batch_size=4, seed=0, dtype="float64")
+    trainer = Trainer(MeanModel(), data, cfg)
+    trainer.run()
+    good = tmp_path / "good.npz"
+    trainer.save(good)
+    with open(config_path(good), "w") as f:
+        f.write("{not json")
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        load_checkpoint(good)
+    trainer.save(good)
+    other = Trainer(MeanModel(), data, cfg)
+    other.run(until=1)
+    other.save(tmp_path / "other.npz")
+    os.replace(config_path(tmp_path / "other.npz"), config_path(good))
+    with pytest.raises(CheckpointError, match="do not belong together"):
+        load_checkpoint(good)
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp-")]   # no temp files left
+
+
+def test_config_errors():
+    with pytest.raises(ValueError, match="lr must be a finite number > 0"):
+        TrainConfig(lr=-1)
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1, got 0"):
+        TrainConfig(batch_size=0)
+    with pytest.raises(ValueError, match="unknown dtype 'float16'"):
+        TrainConfig(dtype="float16")
