@@ -46,7 +46,7 @@ def kl_backward(dKL, cache):
     diff, inv_var_p, ratio, shape_lq, shape_lp, shape_mq, shape_mp = cache
     dmu_q = dKL * diff * inv_var_p                                      # dKL/dmu_q = (mu_q - mu_p) / s_p^2
     dlogvar_q = 0.5 * dKL * (ratio - 1)                                 # dKL/dlogvar_q = (r - 1) / 2
-    dlogvar_p = 0.5 * (dKL * (1 - ratio) - diff * dmu_q)               # dKL/dlogvar_p = (1 - r - diff^2/s_p^2) / 2
+    dlogvar_p = 0.5 * (dKL * (1 - ratio) - diff * dmu_q)               # dKL/dlogvar_p = (1 - r - d^2/s_p^2)/2
     return (_unbroadcast(dmu_q, shape_mq), _unbroadcast(dlogvar_q, shape_lq),
             _unbroadcast(-dmu_q, shape_mp), _unbroadcast(dlogvar_p, shape_lp))
 

@@ -98,12 +98,14 @@ def schedule_forward(cfg, w=None):
     if not cfg.learn:
         return beta, (beta, None)
     B = schedule_basis(cfg)                                         # (T+1, J)
+    if w is None:
+        raise ValueError(f"a learned schedule needs its coefficients w of shape ({B.shape[1]},), got None")
     w = numpy.asarray(to_host(w), dtype=numpy.float64)
     if w.shape != (B.shape[1],) or not numpy.isfinite(w).all():
         raise ValueError(f"schedule coefficients w must be finite with shape ({B.shape[1]},), "
                          f"got shape {w.shape}")
     a = numpy.log(beta[2:]) - numpy.log1p(-beta[2:]) + B[2:] @ w    # logit(baseline) + B w
-    beta[2:] = 0.5 * (1 + numpy.tanh(0.5 * a))                      # sigmoid, no overflow
+    beta[2:] = numpy.exp(-numpy.logaddexp(0.0, -a))                 # sigmoid(a), full precision for a << 0
     return beta, (beta, B)
 
 
@@ -125,9 +127,9 @@ def check_beta(beta):
     bad = numpy.flatnonzero((beta[1:] <= 0) | (beta[1:] >= 1)) + 1
     if bad.size:
         raise ValueError(f"beta_t must lie strictly between 0 and 1 for t = 1..T; "
-                         f"t = {bad[0]} has beta_t = {beta[bad[0]]!r}")
+                         f"t = {bad[0]} has beta_t = {float(beta[bad[0]])!r}")
     if beta[0] != 0:
-        raise ValueError(f"beta[0] is unused and must be 0 (paper indexing), got {beta[0]!r}")
+        raise ValueError(f"beta[0] is unused and must be 0 (paper indexing), got {float(beta[0])!r}")
     return beta
 
 
@@ -213,3 +215,11 @@ def scatter_by_t(t, per_example, T):
     """
     xp = array_module(t)
     return {k: xp.bincount(t, weights=g, minlength=T + 1) for k, g in per_example.items()}
+
+
+def add_grads(a, b):
+    """Sum two dicts of per-time gradients key by key (a key in one only is kept)."""
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = out[k] + v if k in out else v
+    return out
