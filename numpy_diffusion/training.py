@@ -3,7 +3,7 @@
 The loop is model-agnostic.  A model is any object with
 
 - ``init_params(rng, dtype) -> dict`` of host arrays,
-- ``loss_and_grads(params, x0, rng) -> (loss, grads)``: ``loss`` is the
+- ``loss_and_grads_random(params, x0, rng) -> (loss, grads)``: ``loss`` is the
   minibatch estimate of ``-K`` in nats per example, ``grads`` a dict keyed
   like ``params``,
 - ``config() -> dict`` (JSON-able) and ``from_config(dict)``.
@@ -105,7 +105,7 @@ class Trainer:
     def train_step(self):
         """One Adam step on a fresh minibatch; returns the minibatch loss (nats per example)."""
         x0 = self.xp.asarray(self.data_fn(self.cfg.batch_size, self.rng))
-        loss, grads = self.model.loss_and_grads(self.params.views, x0, self.rng)
+        loss, grads = self.model.loss_and_grads_random(self.params.views, x0, self.rng)
         loss = float(loss)
         for name, g in grads.items():
             self.grads[name][...] = g
