@@ -9,11 +9,11 @@ bound_by_t.png, samples.npy, metrics.json, checkpoint.npz (+ checkpoint.json).
 """
 import argparse
 import io
-import json
 import math
 import os
 import sys
 import time
+from dataclasses import asdict
 
 import numpy
 
@@ -76,9 +76,9 @@ def model_config(args):
 class Progress:
     """Prints one progress line every few seconds and evaluates on held-out data at intervals."""
 
-    def __init__(self, model, x_val, args, history, t0):
+    def __init__(self, model, x_val, args, history, start_step):
         self.model, self.x_val, self.args, self.history = model, x_val, args, history
-        self.t0, self.last_print = t0, 0.0
+        self.start_step, self.t0, self.last_print = start_step, time.perf_counter(), 0.0
 
     def __call__(self, trainer):
         step, now = trainer.step, time.perf_counter()
@@ -99,14 +99,18 @@ class Progress:
                   flush=True)
 
 
-def drift_on_grid(model, params, T, n=15, lim=2.0):
-    """``f_mu(x_t, t) - x_t`` on an ``n x n`` grid at ``t = T/2`` and ``T`` (Figure 1, bottom row)."""
+def drift_on_grid(model, params, times, n=15, lim=2.0):
+    """``f_mu(x_t, t) - x_t`` on an ``n x n`` grid (Figure 1, bottom row), keyed by ``times``.
+
+    The step ``t = 0 <- 1`` is fixed (App. B.2), so the first column shows the
+    first learned step, ``t = 2``.
+    """
     g = numpy.linspace(-lim, lim, n)
     grid = numpy.stack(numpy.meshgrid(g, g), -1).reshape(-1, 2)
     drift = {}
-    for t in (T // 2, T):
-        mu, _ = model.p_mean_logvar(params, grid, t)
-        drift[t] = (grid, to_host(mu) - grid)
+    for t in times:
+        mu, _ = model.p_mean_logvar(params, grid, max(t, 2))
+        drift[t] = (grid, to_host(mu) - grid, max(t, 2))
     return drift
 
 
@@ -156,8 +160,7 @@ def main(argv=None):
           f"{model.cfg.param} parameterization, {'learned' if model.cfg.schedule.learn else 'fixed'} beta, "
           f"batch {trainer.cfg.batch_size}, {trainer.cfg.steps} steps on {xp.__name__}", flush=True)
     t0 = time.perf_counter()
-    progress = Progress(model, x_val[:2000], args, history, t0)
-    progress.start_step = trainer.step
+    progress = Progress(model, x_val[:2000], args, history, trainer.step)
     try:
         trainer.run(callback=progress, every=10)
     except TrainingDiverged as err:
@@ -177,7 +180,7 @@ def main(argv=None):
     q = {t: x0 if t == 0 else to_host(q_sample(xp.asarray(x0), xp.full(len(x0), t), xp.asarray(eps), tables))
          for t in times}
     p = {t: to_host(traj[t]) for t in times}
-    plots.figure1(times, q, p, drift_on_grid(model, params, T), os.path.join(args.out, "figure1.png"))
+    plots.figure1(times, q, p, drift_on_grid(model, params, times), os.path.join(args.out, "figure1.png"))
     if history:
         h = numpy.array(history)
         loss = numpy.array(trainer.losses)
@@ -192,7 +195,7 @@ def main(argv=None):
                     "entropy_bits": {"H_q_T": res["H_q_T_bits"], "H_q_1": res["H_q_1_bits"],
                                      "H_p_T": res["H_p_T_bits"]},
                     "steps": trainer.step, "seconds": seconds, "seed": seed, "held_out_points": len(x_val),
-                    "paper": PAPER, "model": model.cfg.to_dict(), "train": vars(trainer.cfg) | {},
+                    "paper": PAPER, "model": model.cfg.to_dict(), "train": asdict(trainer.cfg),
                     "backend": xp.__name__})
     save_json(os.path.join(args.out, "metrics.json"), metrics)
     print(f"wrote figure1.png, training.png, bound_by_t.png, samples.npy, metrics.json, checkpoint.npz "

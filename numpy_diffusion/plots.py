@@ -31,8 +31,9 @@ def figure1(times, q_samples, p_samples, drift, path, lim=2.2):
     ----------
     times : sequence of int, e.g. ``(0, T/2, T)``.
     q_samples, p_samples : dict t -> ndarray of shape (N, 2)
-    drift : dict t -> (grid (M, 2), f_mu(grid, t) - grid (M, 2)); ``t = 0``
-        may be missing (the last step is not learned).
+    drift : dict t -> (grid (M, 2), f_mu(grid, s) - grid (M, 2), s), the
+        drift of step ``s`` shown in column ``t`` (``s = 2`` for ``t = 0``:
+        the last step is not learned).
     """
     plt = _pyplot()
     fig, axes = plt.subplots(3, len(times), figsize=(3.2 * len(times), 9.6))
@@ -45,12 +46,9 @@ def figure1(times, q_samples, p_samples, drift, path, lim=2.2):
                        rasterized=True)
             ax.set_title(f"${name}(\\mathbf{{x}}^{{({t})}})$")
         ax = axes[2, j]
-        if t in drift:
-            grid, d = drift[t]
-            ax.quiver(grid[:, 0], grid[:, 1], d[:, 0], d[:, 1], angles="xy", color="C2")
-            ax.set_title(f"$f_\\mu(\\mathbf{{x}}^{{({t})}}, {t}) - \\mathbf{{x}}^{{({t})}}$")
-        else:
-            ax.set_title("(last step fixed, App. B.2)")
+        grid, d, s = drift[t]
+        ax.quiver(grid[:, 0], grid[:, 1], d[:, 0], d[:, 1], angles="xy", color="C2")
+        ax.set_title(f"$f_\\mu(\\mathbf{{x}}^{{({s})}}, {s}) - \\mathbf{{x}}^{{({s})}}$")
         for ax in axes[:, j]:
             ax.set_xlim(-lim, lim)
             ax.set_ylim(-lim, lim)
