@@ -48,6 +48,33 @@ def binary_entropy(lam):
     return sigmoid(lam) * softplus(-lam) + sigmoid(-lam) * softplus(lam)
 
 
+def marginal_logs(beta, pi):
+    """``(alpha_bar, log r, log(1 - r))`` for ``r = q(x_t = 1 | x_0)``, ``t = 1..T``, columns ``x_0 = 0, 1``.
+
+    ``r = x_0 alpha_bar_t + pi (1 - alpha_bar_t)`` (iterate the kernel's mean
+    ``r -> r (1 - beta) + pi beta``); ``1 - alpha_bar`` through ``expm1``.
+    """
+    with numpy.errstate(divide="ignore"):                              # log 0 = -inf once beta_t = 1
+        log_abar = numpy.cumsum(numpy.log1p(-beta[1:]))                # log alpha_bar_1..T   (T,)
+    abar, one_m_abar = numpy.exp(log_abar), -numpy.expm1(log_abar)
+    lp, l1mp = numpy.log(pi), numpy.log1p(-pi)
+    log_r = numpy.stack([lp + numpy.log(one_m_abar), numpy.log(pi + abar * (1 - pi))], 1)
+    log_1mr = numpy.stack([numpy.log1p(-pi * one_m_abar), numpy.log(one_m_abar) + l1mp], 1)
+    return abar, log_r, log_1mr                                        # (T,), (T, 2), (T, 2)
+
+
+def step_logs(beta, pi):
+    """Per step ``t = 1..T``, columns ``x_t = 0, 1``: the log likelihood ratio
+    ``log q(x_t | x_{t-1} = 1) / q(x_t | x_{t-1} = 0)`` and the logit of the
+    forward kernel's rate ``x_t (1 - beta_t) + pi beta_t`` (Table App.1)."""
+    b, lp, l1mp = beta[1:], numpy.log(pi), numpy.log1p(-pi)
+    lb, stay1 = numpy.log(b), numpy.log1p(-b * (1 - pi))              # log q(x_t = 1 | x_{t-1} = 1)
+    flip0 = numpy.log1p(-pi * b)                                       # log q(x_t = 0 | x_{t-1} = 0)
+    llr = numpy.stack([lb + l1mp - flip0, stay1 - lp - lb], 1)          # (T, 2)
+    logit_fwd = numpy.stack([lp + lb - flip0, stay1 - lb - l1mp], 1)    # (T, 2)
+    return llr, logit_fwd
+
+
 def binomial_schedule(T, pi, beta=None):
     """Float64 host tables of the forward process (Table App.1).
 
@@ -70,26 +97,16 @@ def binomial_schedule(T, pi, beta=None):
     beta = heartbeat_beta(T) if beta is None else numpy.asarray(beta, dtype=numpy.float64)
     if beta.shape != (T + 1,) or not ((beta[1:] > 0) & (beta[1:] <= 1)).all():
         raise ValueError(f"beta must have shape ({T + 1},) with beta[1:] in (0, 1], got {beta}")
-    b = beta[1:]                                                       # beta_1..T   (T,)
-    with numpy.errstate(divide="ignore"):                              # log 0 = -inf once beta_t = 1
-        log_abar = numpy.cumsum(numpy.log1p(-b))                       # log alpha_bar_1..T
-    abar, one_m_abar = numpy.exp(log_abar), -numpy.expm1(log_abar)
-    lp, l1mp = numpy.log(pi), numpy.log1p(-pi)
-    log_r = numpy.stack([lp + numpy.log(one_m_abar), numpy.log(pi + abar * (1 - pi))], 1)
-    log_1mr = numpy.stack([numpy.log1p(-pi * one_m_abar), numpy.log(one_m_abar) + l1mp], 1)
-    # q(x_t = 1 | x_0) = x_0 alpha_bar_t + pi (1 - alpha_bar_t), as a logit per x_0 = 0, 1
+    abar, log_r, log_1mr = marginal_logs(beta, pi)
     logit_q = log_r - log_1mr                                          # (T, 2)
-    stay1 = numpy.log1p(-b * (1 - pi))                                 # log q(x_t = 1 | x_{t-1} = 1)
-    llr = numpy.stack([numpy.log(b) + l1mp - numpy.log1p(-pi * b),     # x_t = 0
-                       stay1 - lp - numpy.log(b)], 1)                  # x_t = 1     (T, 2)
-    logit_fwd = numpy.stack([lp + numpy.log(b) - numpy.log1p(-pi * b),
-                             stay1 - numpy.log(b) - l1mp], 1)          # (T, 2)
+    llr, logit_fwd = step_logs(beta, pi)
     pad = lambda a: numpy.concatenate([numpy.zeros((1,) + a.shape[1:]), a])   # row 0 unused
     return {"T": T, "pi": pi, "beta": beta, "alpha_bar": numpy.concatenate([[1.0], abar]),
-            "rate_q": numpy.concatenate([[[0.0, 1.0]], numpy.exp(log_r)]),   # row 0: x_0 itself "logit_q": pad(logit_q), "llr": pad(llr),
-            "logit_fwd": pad(logit_fwd), "H_T": binary_entropy(logit_q[-1]),
-            "H_1": binary_entropy(logit_q[0]), "H_p": float(binary_entropy(numpy.log(pi / (1 - pi)))),
-            "log_pi": numpy.array([l1mp, lp])}
+            "rate_q": numpy.concatenate([[[0.0, 1.0]], numpy.exp(log_r)]),   # row 0: x_0 itself
+            "logit_q": pad(logit_q), "llr": pad(llr), "logit_fwd": pad(logit_fwd),
+            "H_T": binary_entropy(logit_q[-1]), "H_1": binary_entropy(logit_q[0]),
+            "H_p": float(binary_entropy(numpy.log(pi) - numpy.log1p(-pi))),
+            "log_pi": numpy.array([numpy.log1p(-pi), numpy.log(pi)])}
 
 
 def on_backend(sched, xp):
@@ -143,10 +160,11 @@ def neg_bound_forward(lam_p, x0, xt, t, weights, sched):
 
     Each example ``n`` stands for the sum over ``t = 2..T`` by one term,
     ``weights[n] * KL(q(x_{t-1}|x_t,x_0) || p(x_{t-1}|x_t))`` (weight ``T - 1``
-    for ``t ~ U{2..T}``).  Per example this is eq. (14) exactly; the true
-    bound adds ``(1 - alpha_bar_1) logit(pi) sum_d (x0_d - pi)``, zero in
-    expectation when the data's mean is ``pi`` (App. B.1-B.2), and zero for
-    every heartbeat sequence.
+    for ``t ~ U{2..T}``).  Per example this is eq. (14) exactly; the exact
+    per-example bound adds ``(1 - alpha_bar_1 + alpha_bar_T) logit(pi)
+    sum_d (x0_d - pi)`` (the edge terms App. B.1-B.2 drop), zero in
+    expectation when the data's mean is ``pi``, and zero for every heartbeat
+    sequence (four ones in twenty bits, ``pi = 0.2``).
 
     Parameters
     ----------
