@@ -18,7 +18,7 @@ from .forward_process import q_sample
 from .gaussian import standard_normal_logpdf
 from .network import NetConfig, init_network, network_backward, network_forward, temporal_basis
 from .reverse_process import PARAMS, p_mean_logvar, p_sample_loop
-from .schedule import (ScheduleConfig, add_grads, make_tables, schedule_backward, schedule_forward,
+from .schedule import (ScheduleConfig, add_grads, init_schedule_params, make_tables, schedule_backward, schedule_forward,
                        tables_backward)
 from .validation import check_array, check_choice, check_positive_int
 
@@ -55,10 +55,10 @@ class ModelConfig:
 
 def init_params(cfg, rng, dtype=numpy.float64):
     """Initial parameters (host arrays): the network's (reverse kernel = forward kernel at
-    start), plus ``schedule.w = 0`` (the baseline schedule) when ``beta`` is learned."""
+    start), plus ``schedule.w`` (reproducing the baseline schedule) when ``beta`` is learned."""
     params = init_network(cfg.net, rng, dtype)
     if cfg.schedule.learn:
-        params["schedule.w"] = numpy.zeros(cfg.schedule.n_bumps, dtype=dtype)
+        params["schedule.w"] = init_schedule_params(cfg.schedule).astype(dtype)
     return params
 
 
@@ -151,7 +151,7 @@ class GaussianDiffusion:
                                      self._basis(xp, dtype))
         loss, b_cache = bound_forward(z, x0, xt, t, eps, weights, tables, self.cfg.param)
         dz, dxt, dtables = bound_backward(1.0, b_cache)
-        grads, dxt_net = network_backward(dz, n_cache)
+        grads, dxt_net = network_backward(dz, n_cache, need_dxt=self.cfg.schedule.learn)
         if self.cfg.schedule.learn:                                       # beta through x_t too
             dtables = add_grads(dtables, bound_xt_backward(dxt + dxt_net, b_cache))
             dw = schedule_backward(tables_backward(dtables, s_cache[0]), s_cache)

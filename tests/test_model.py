@@ -16,12 +16,13 @@ from numpy_diffusion.schedule import ScheduleConfig
 seeds = st.integers(0, 2**32 - 1)
 
 
-def small_model(net="mlp", param="bounded", learn=True, T=6, D=2, basis="bump"):
+def small_model(net="mlp", param="bounded", learn=True, T=6, D=2, basis="bump", form="bumps"):
+    sched = ScheduleConfig(T=T, learn=learn, n_bumps=4, baseline="geometric", beta_1=1e-5, beta_T=0.3,
+                           learned_form=form, rate_scale=1.0)
     cfg = ModelConfig(net=NetConfig(D=D, T=T, net=net, hidden=(5,) if net == "rbf" else (6, 5),
-                                    basis=basis, n_bumps=3),
-                      schedule=ScheduleConfig(T=T, learn=learn, n_bumps=4, baseline="geometric",
-                                              beta_1=1e-5, beta_T=0.3),
-                      param=param)
+                                    basis=basis, n_bumps=3, fourier=2 if net == "mlp" else 0,
+                                    fourier_scale=1.0, fourier_learned=True),
+                      schedule=sched, param=param)
     return GaussianDiffusion(cfg)
 
 
@@ -34,10 +35,10 @@ def perturbed_params(model, rng, scale=0.3):
 @pytest.mark.parametrize("net", ["mlp", "rbf"])
 @pytest.mark.parametrize("param", ["paper", "reference", "bounded"])
 @settings(max_examples=4, deadline=None)
-@given(seed=seeds, learn=st.booleans())
-def test_end_to_end_gradient_matches_finite_differences(seed, net, param, learn):
+@given(seed=seeds, learn=st.booleans(), form=st.sampled_from(["bumps", "decrements"]))
+def test_end_to_end_gradient_matches_finite_differences(seed, net, param, learn, form):
     """Every parameter, including the schedule coefficients through x_t and the network's input."""
-    model = small_model(net, param, learn)
+    model = small_model(net, param, learn, form=form)
     rng = np.random.default_rng(seed)
     p = perturbed_params(model, rng)
     x0 = rng.standard_normal((7, 2))

@@ -5,24 +5,30 @@ from hypothesis import given, strategies as st
 
 from numpy_diffusion.gradcheck import check_gradient
 from numpy_diffusion.schedule import (DIFFERENTIABLE, ScheduleConfig, baseline_beta, check_beta,
-                                      make_tables, scatter_by_t, schedule_backward, schedule_forward,
-                                      tables_backward)
+                                      init_schedule_params, log_snr, make_tables, scatter_by_t,
+                                      schedule_backward, schedule_forward, tables_backward)
 
 # Shared strategies: valid schedule configurations and learned coefficients.
 configs = st.builds(
     ScheduleConfig,
     T=st.integers(2, 60),
     beta_1=st.sampled_from([1e-6, 1e-5, 1e-3, 0.05]),
-    baseline=st.sampled_from(["reference", "geometric", "linear"]),
+    baseline=st.sampled_from(["reference", "geometric", "linear", "logsnr"]),
     beta_T=st.floats(0.05, 0.9),
+    log_snr_T=st.floats(-6.0, -1.0),
     learn=st.booleans(),
+    learned_form=st.sampled_from(["bumps", "decrements"]),
     n_bumps=st.integers(1, 8))
 seeds = st.integers(0, 2**32 - 1)
 
 
 def beta_of(cfg, seed, scale=2.0):
     """A schedule from ``cfg``, with random coefficients of size ``scale`` when learned."""
-    w = scale * np.random.default_rng(seed).standard_normal(cfg.n_bumps) if cfg.learn else None
+    if not cfg.learn:
+        return schedule_forward(cfg)[0]
+    w = init_schedule_params(cfg)
+    w = w + scale / cfg.rate_scale ** (cfg.learned_form == "decrements") * \
+        np.random.default_rng(seed).standard_normal(w.shape)
     return schedule_forward(cfg, w)[0]
 
 
@@ -73,6 +79,23 @@ def test_baselines():
     assert lin[T] == pytest.approx(0.3) and np.allclose(np.diff(lin[1:], 2), 0, atol=1e-15)
 
 
+def test_logsnr_baseline_is_linear_in_log_snr():
+    cfg = ScheduleConfig(T=40, baseline="logsnr", beta_1=1e-7, log_snr_T=-4.0)
+    lam = log_snr(baseline_beta(cfg))
+    assert lam[0] == pytest.approx(np.log((1 - 1e-7) / 1e-7), rel=1e-12)
+    assert lam[-1] == pytest.approx(-4.0, abs=1e-12)
+    assert np.allclose(np.diff(lam, 2), 0, atol=1e-9)
+
+
+@given(cfg=configs.filter(lambda c: c.learn and c.learned_form == "decrements"), seed=seeds)
+def test_decrements_keep_both_ends_fixed(cfg, seed):
+    """Whatever w, lambda_1 (from beta_1) and lambda_T (from the baseline) do not move."""
+    lam0, lam = log_snr(baseline_beta(cfg)), log_snr(beta_of(cfg, seed))
+    assert np.all(np.diff(lam) < 0)                                  # monotone: every beta_t in (0, 1)
+    assert lam[0] == pytest.approx(lam0[0], rel=1e-12)
+    assert lam[-1] == pytest.approx(lam0[-1], abs=1e-9 * max(1.0, abs(lam0[0])))
+
+
 def test_zero_coefficients_give_the_baseline():
     cfg = ScheduleConfig(T=12, learn=True, n_bumps=4, baseline="geometric", beta_T=0.4)
     beta = schedule_forward(cfg, np.zeros(4, dtype=np.float32))[0]
@@ -83,7 +106,8 @@ def test_zero_coefficients_give_the_baseline():
 @given(cfg=configs.filter(lambda c: c.learn), seed=seeds)
 def test_schedule_backward_matches_finite_differences(cfg, seed):
     rng = np.random.default_rng(seed)
-    w, c = rng.standard_normal(cfg.n_bumps), rng.standard_normal(cfg.T + 1)
+    w = init_schedule_params(cfg) + 0.2 * rng.standard_normal(init_schedule_params(cfg).shape)
+    c = rng.standard_normal(cfg.T + 1)
     _, cache = schedule_forward(cfg, w)
     # smooth: float64 central differences agree to ~1e-8 on O(1) entries; entries 1e-5 of
     # the largest (beta_t ~ 1e-6 in a geometric schedule) carry relative round-off ~1e-6
