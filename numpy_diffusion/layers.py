@@ -31,10 +31,11 @@ def linear_forward(x, W, b):
     return out, (x, W)
 
 
-def linear_backward(dout, cache):
-    """Gradients of the affine map: returns ``(dx, dW, db)``."""
+def linear_backward(dout, cache, need_dx=True):
+    """Gradients of the affine map: returns ``(dx, dW, db)``; ``dx`` is ``None``
+    when ``need_dx`` is false (a first layer whose input needs no gradient)."""
     x, W = cache
-    dx = dout @ W.T                                   # d(xW)/dx = W      (N, I)
+    dx = dout @ W.T if need_dx else None              # d(xW)/dx = W      (N, I)
     dW = x.T @ dout                                   # d(xW)/dW = x      (I, O)
     db = dout.sum(axis=0)                             # d(b)/db = 1       (O,)
     return dx, dW, db
@@ -49,7 +50,10 @@ def tanh_forward(x):
 def tanh_backward(dout, cache):
     """``dx = dout * (1 - tanh(x)^2)``."""
     out = cache
-    return dout * (1 - out * out)                     # tanh' = 1 - tanh^2
+    dx = out * out
+    array_module(dx).subtract(1, dx, out=dx)          # tanh' = 1 - tanh^2, in place
+    dx *= dout
+    return dx
 
 
 def sigmoid(x):
@@ -122,9 +126,12 @@ def fourier_forward(x, B):
         raise ValueError(f"fourier layer: x {tuple(x.shape)} and B {tuple(B.shape)} do not fit; "
                          "need x (N, D), B (D, F)")
     xp = array_module(x)
+    D, F = B.shape
     z = x @ B                                          # (N, F)
-    s, c = xp.sin(z), xp.cos(z)
-    return xp.concatenate([x, s, c], axis=1), (x, B, s, c)
+    out = xp.empty((x.shape[0], D + 2 * F), dtype=xp.result_type(x, B))
+    out[:, :D] = x
+    s, c = xp.sin(z, out=out[:, D:D + F]), xp.cos(z, out=out[:, D + F:])   # written in place
+    return out, (x, B, s, c)
 
 
 def fourier_backward(dout, cache):

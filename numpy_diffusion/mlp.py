@@ -62,8 +62,9 @@ def mlp_forward(params, x, activation="tanh", activate_last=False, prefix="mlp."
     return x, (caches, activation, prefix)
 
 
-def mlp_backward(dout, cache):
-    """Backward pass: returns ``(grads, dx)``, grads keyed like the parameters."""
+def mlp_backward(dout, cache, need_dx=True):
+    """Backward pass: returns ``(grads, dx)``, grads keyed like the parameters.
+    With ``need_dx`` false the input gradient (one GEMM) is skipped and ``dx`` is ``None``."""
     caches, activation, prefix = cache
     _, act_backward = get_activation(activation)
     grads = {}
@@ -71,5 +72,6 @@ def mlp_backward(dout, cache):
         lin_cache, act_cache = caches[i]
         if act_cache is not None:
             dout = act_backward(dout, act_cache)
-        dout, grads[f"{prefix}W{i}"], grads[f"{prefix}b{i}"] = linear_backward(dout, lin_cache)
+        dout, grads[f"{prefix}W{i}"], grads[f"{prefix}b{i}"] = linear_backward(
+            dout, lin_cache, need_dx=need_dx or i > 0)
     return grads, dout

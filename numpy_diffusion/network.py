@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 
 import numpy
 
+from .backend import array_module
 from .layers import fourier_backward, fourier_forward
 from .mlp import init_mlp, mlp_backward, mlp_forward
 from .rbf import rbf_backward, rbf_forward
@@ -143,20 +144,34 @@ def network_forward(params, xt, t, cfg, G):
     return z, (trunk_cache, read_cache, cfg)
 
 
-def network_backward(dz, cache):
+def network_backward(dz, cache, need_dxt=True):
     """Backward pass: returns ``(grads, dxt)``; ``dxt`` (N, D) feeds the gradient
-    with respect to the diffusion rates through ``x_t`` (§2.4.1)."""
+    with respect to the diffusion rates through ``x_t`` (§2.4.1).
+
+    With ``need_dxt`` false (a fixed schedule) the MLP trunk skips the gradient
+    with respect to its input, one GEMM of the first layer, and the Fourier
+    layer's backward unless its frequencies are learned; ``dxt`` may then be ``None``.
+    """
     trunk_cache, read_cache, cfg = cache
     read_backward = step_readout_backward if cfg.basis == "identity" else readout_backward
     dh, dW, db = read_backward(dz, read_cache)
     if cfg.net == "mlp":
         fourier_cache, mlp_cache = trunk_cache
-        grads, dxt = mlp_backward(dh, mlp_cache)
+        learn_B = fourier_cache is not None and cfg.fourier_learned
+        grads, dxt = mlp_backward(dh, mlp_cache, need_dx=need_dxt or learn_B)
         if fourier_cache is not None:
-            dxt, dB = fourier_backward(dxt, fourier_cache)
-            grads["trunk.fourier_B"] = dB if cfg.fourier_learned else 0 * dB
+            dxt, grads["trunk.fourier_B"] = _fourier_grads(dxt, fourier_cache, learn_B)
     else:
         dxt, dc, dlw = rbf_backward(dh, trunk_cache)
         grads = {"trunk.centres": dc, "trunk.log_width": dlw}
     grads["readout.W"], grads["readout.b"] = dW, db
     return grads, dxt
+
+
+def _fourier_grads(dfeats, cache, learn_B):
+    """``(dxt, dB)`` through the Fourier features; ``dB`` is zero for fixed frequencies,
+    and with no upstream gradient (``dfeats is None``) nothing is computed."""
+    if dfeats is None:
+        return None, array_module(cache[1]).zeros_like(cache[1])
+    dxt, dB = fourier_backward(dfeats, cache)
+    return dxt, dB if learn_B else 0 * dB

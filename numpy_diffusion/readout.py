@@ -12,7 +12,7 @@ that row ``t`` is ``g(t)`` in the paper's 1-based time; row 0 is unused.
 """
 import numpy
 
-from .backend import array_module
+from .backend import array_module, to_host
 from .validation import check_positive_int
 
 
@@ -86,12 +86,24 @@ def readout_backward(dout, cache):
     return dh, dW, db
 
 
+def _runs(t, T):
+    """Examples grouped by time step: ``order`` sorts them by ``t`` (stably), and
+    each ``(k, start, end)`` says that ``order[start:end]`` are the examples at step
+    ``k + 1``.  Only the ``T`` run lengths come to the host, to drive the loop."""
+    xp = array_module(t)
+    order = xp.argsort(t, kind="stable")                              # (N,)
+    counts = to_host(xp.bincount(t - 1, minlength=T)).tolist()        # examples per step
+    ends = numpy.cumsum(counts).tolist()
+    return order, [(k, e - n, e) for k, (n, e) in enumerate(zip(counts, ends)) if n]
+
+
 def step_readout_forward(h, t, W, b):
-    """Readout learned separately for each time step: the identity basis, by gathering.
+    """Readout learned separately for each time step: the identity basis, by grouping.
 
     Equal to :func:`readout_forward` with :func:`identity_basis`, but costs
     ``O(N H O)`` instead of ``O(N H T O)``, which matters for long chains
-    (``T = 2000`` in the binary experiment).
+    (``T = 2000`` in the binary experiment).  Examples are sorted by time step
+    so that each step present in the batch is one GEMM ``h_run W_t``.
 
     Parameters
     ----------
@@ -104,38 +116,42 @@ def step_readout_forward(h, t, W, b):
     Returns
     -------
     out : ndarray of shape (N, O)
-    cache : tuple ``(h, W, t)``.
+    cache : tuple ``(h_sorted, W, order, runs)``, the features in step order.
     """
     H, T, O = W.shape
     if h.ndim != 2 or h.shape[1] != H or b.shape != (T, O) or t.shape != h.shape[:1]:
         raise ValueError(f"step readout: h {tuple(h.shape)}, t {tuple(t.shape)}, W {tuple(W.shape)}, "
                          f"b {tuple(b.shape)} do not fit; need h (N, H), t (N,), W (H, T, O), b (T, O)")
     xp = array_module(h)
-    W_t = W[:, t - 1].transpose(1, 0, 2)                              # W_{t_n}        (N, H, O)
-    out = xp.matmul(h[:, None, :], W_t)[:, 0] + b[t - 1]              # eq. (62), g = one-hot
-    return out, (h, W, t)
+    order, runs = _runs(t, T)
+    h_sorted = h[order]                                               # (N, H)
+    out_sorted = xp.empty((h.shape[0], O), dtype=xp.result_type(h, W))
+    for k, start, end in runs:
+        run = out_sorted[start:end]
+        xp.matmul(h_sorted[start:end], W[:, k], out=run)             # eq. (62), g = one-hot at t
+        run += b[k]
+    out = xp.empty_like(out_sorted)
+    out[order] = out_sorted                                           # back to batch order
+    return out, (h_sorted, W, order, runs)
 
 
 def step_readout_backward(dout, cache):
     """Gradients of the per-step readout: returns ``(dh, dW, db)``.
 
-    Examples are sorted by time step and the outer products ``h_n dout_n`` are
-    summed over each run of equal ``t`` (``reduceat``), so no scatter-add is
-    needed: every step's gradient is written once.
+    With the examples in step order, each step's weight gradient is one GEMM
+    over its run, ``h_run^T dout_run``, written once: no scatter-add.
     """
-    h, W, t = cache
-    xp = array_module(h)
-    H, T, O = W.shape
-    dh = xp.matmul(W[:, t - 1].transpose(1, 0, 2), dout[:, :, None])[:, :, 0]   # d out/dh = W_t  (N, H)
-    order = xp.argsort(t, kind="stable")
-    ts = t[order]
-    starts = xp.flatnonzero(xp.concatenate([xp.ones(1, dtype=bool), ts[1:] != ts[:-1]]))
-    steps = ts[starts] - 1                                            # distinct steps, 0-based
-    outer = h[order][:, :, None] * dout[order][:, None, :]            # d out/dW_t = h   (N, H, O)
-    dW = xp.zeros_like(W)
-    dW[:, steps] = xp.add.reduceat(outer, starts, axis=0).transpose(1, 0, 2)
-    db = xp.zeros_like(W[0])
-    db[steps] = xp.add.reduceat(dout[order], starts, axis=0)          # d out/db_t = 1   (T, O)
+    h_sorted, W, order, runs = cache
+    xp = array_module(h_sorted)
+    d_sorted = dout[order]                                            # (N, O)
+    dh_sorted, dW, db = xp.empty_like(h_sorted), xp.zeros_like(W), xp.zeros_like(W[0])
+    for k, start, end in runs:
+        d_run = d_sorted[start:end]
+        dW[:, k] = h_sorted[start:end].T @ d_run                      # d out/dW_t = h     (H, O)
+        db[k] = d_run.sum(axis=0)                                     # d out/db_t = 1     (O,)
+        xp.matmul(d_run, W[:, k].T, out=dh_sorted[start:end])        # d out/dh = W_t     (run, H)
+    dh = xp.empty_like(dh_sorted)
+    dh[order] = dh_sorted                                             # back to batch order
     return dh, dW, db
 
 

@@ -1,0 +1,183 @@
+"""Time the default swiss-roll model: training steps and sampling, one JSON object per line.
+
+    python demos/benchmark.py                   # batches 1,024, 4,096, 16,384; 10,000 samples
+    python demos/benchmark.py --quick           # a short run, to check that it works
+    python demos/benchmark.py --backend cupy    # the same on a GPU
+
+A training step is what :meth:`Trainer.train_step` does: draw data, ``t`` and ``eps``,
+forward, bound, backward, Adam.  ``ms_per_step`` is the median over the timed steps
+after a warm-up.  Each line carries the architecture, so the same model can be built
+elsewhere, and the step's GEMM arithmetic: ``gemm_flops_per_example`` counts only the
+matrix products a step needs, and ``gemm_fraction`` is the rate they run at over the
+machine's own float32 matmul rate, measured in the same run (``what: "matmul"``).
+BLAS threads are set by the environment (``OPENBLAS_NUM_THREADS``, ``OMP_NUM_THREADS``).
+"""
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from swiss_roll import model_config, parse_args as demo_args        # noqa: E402
+
+from numpy_diffusion.backend import BackendError, get_backend    # noqa: E402
+from numpy_diffusion.datasets import swiss_roll                   # noqa: E402
+from numpy_diffusion.model import GaussianDiffusion               # noqa: E402
+from numpy_diffusion.training import TrainConfig, Trainer         # noqa: E402
+
+BATCHES = (1024, 4096, 16384)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--backend", choices=("numpy", "cupy"), default=None,
+                   help="array backend (default: $NUMPY_DIFFUSION_BACKEND or numpy)")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="network precision")
+    p.add_argument("--batches", type=int, nargs="+", default=list(BATCHES), help="training batch sizes")
+    p.add_argument("--steps", type=int, default=30, help="timed training steps per batch size")
+    p.add_argument("--warmup", type=int, default=5, help="untimed steps first")
+    p.add_argument("--n-samples", type=int, default=10_000, help="points to sample through all T steps")
+    p.add_argument("--repeats", type=int, default=3, help="timed sampling runs (median)")
+    p.add_argument("--no-demo", action="store_true", help="skip the demo's peak-memory run")
+    p.add_argument("--quick", action="store_true", help="a short run: fewer steps, smaller sizes")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.batches, args.steps, args.warmup = [1024, 4096], 5, 2
+        args.n_samples, args.repeats, args.no_demo = 2000, 1, True
+    return args
+
+
+def synchronize(xp):
+    """Wait for queued device work, so that a timer read afterwards counts it (CuPy only)."""
+    if xp.__name__ == "cupy":
+        xp.cuda.Device().synchronize()
+
+
+def median_ms(fn, xp, repeats, warmup=0):
+    """Median wall time of ``fn()`` in milliseconds, after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        synchronize(xp)
+        start = time.perf_counter()
+        fn()
+        synchronize(xp)
+        times.append(1e3 * (time.perf_counter() - start))
+    return float(numpy.median(times))
+
+
+def peak_rss_mb():
+    """Peak resident memory of this process so far, MB (Linux reports kB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def architecture(cfg):
+    """What another framework needs to build the same model."""
+    net = cfg.net
+    d_in = net.D + 2 * net.fourier
+    return {"layer_sizes": [d_in, *net.hidden, net.n_out], "activation": net.activation,
+            "fourier_features": net.fourier, "fourier_scale": net.fourier_scale,
+            "readout_basis": net.basis, "readout_basis_size": net.T if net.basis == "identity" else net.n_bumps,
+            "T": net.T, "param": cfg.param, "learn_beta": cfg.schedule.learn}
+
+
+def gemm_flops_per_example(cfg):
+    """Multiply-add FLOPs (2 per multiply-add) of the matrix products of one training step, per example.
+
+    Forward: Fourier ``x B``, each trunk layer, the readout.  Backward: each layer's
+    ``dW`` and ``dx`` (the first layer's ``dx`` and the Fourier backward only when
+    the schedule or the frequencies are learned), the readout's ``dW`` and ``dh``.
+    """
+    net = cfg.net
+    sizes = [net.D + 2 * net.fourier, *net.hidden]
+    layers = [i * o for i, o in zip(sizes[:-1], sizes[1:])]
+    need_input_grad = cfg.schedule.learn or (net.fourier and net.fourier_learned)
+    J = 1 if net.basis == "identity" else net.n_bumps                 # identity: one W_t per example
+    readout = net.hidden[-1] * J * net.n_out
+    fourier = net.D * net.fourier
+    forward = fourier + sum(layers) + readout
+    backward = sum(layers) + sum(layers[1:]) + 2 * readout
+    if need_input_grad:
+        backward += layers[0] + 2 * fourier
+    return 2 * (forward + backward)
+
+
+def matmul_gflops(xp, dtype, n, repeats):
+    """The machine's float matmul rate, GFLOP/s, from ``xp.matmul`` on two ``n x n`` matrices."""
+    rng = numpy.random.default_rng(0)
+    a, b = (xp.asarray(rng.standard_normal((n, n)), dtype=dtype) for _ in range(2))
+    ms = median_ms(lambda: xp.matmul(a, b), xp, repeats, warmup=1)
+    return 2 * n ** 3 / (ms * 1e6)
+
+
+def make_trainer(batch, xp, dtype="float32", seed=0):
+    """A trainer of the default swiss-roll model, as ``demos/swiss_roll.py`` builds it."""
+    cfg = TrainConfig(steps=10 ** 9, batch_size=batch, dtype=dtype, seed=seed)
+    return Trainer(GaussianDiffusion(model_config(demo_args([]))), lambda n, rng: swiss_roll(n, rng), cfg, xp)
+
+
+def bench_training(batch, args, xp, rate):
+    trainer = make_trainer(batch, xp, args.dtype)
+    ms = median_ms(trainer.train_step, xp, args.steps, args.warmup)
+    cfg = trainer.model.cfg
+    flops = gemm_flops_per_example(cfg)
+    return {"what": "train_step", "batch": batch, "ms_per_step": ms, "samples_per_s": batch / ms * 1e3,
+            "gemm_flops_per_example": flops, "gemm_gflops": flops * batch / (ms * 1e6),
+            "gemm_fraction": flops * batch / (ms * 1e6) / rate, "n_params": int(trainer.params.flat.size),
+            **architecture(cfg)}
+
+
+def bench_sampling(args, xp):
+    trainer = make_trainer(args.n_samples, xp, args.dtype)
+    model, params = trainer.model, trainer.eval_params
+    rng = numpy.random.default_rng(1)
+    ms = median_ms(lambda: model.sample(params, args.n_samples, rng), xp, args.repeats, warmup=1)
+    T = model.cfg.net.T
+    return {"what": "sample", "batch": args.n_samples, "ms_per_step": ms / T, "ms_total": ms,
+            "samples_per_s": args.n_samples / ms * 1e3, **architecture(model.cfg)}
+
+
+def bench_demo_memory():
+    """Peak resident memory of the default demo, run briefly in a child process, MB."""
+    demo = os.path.join(os.path.dirname(os.path.abspath(__file__)), "swiss_roll.py")
+    with tempfile.TemporaryDirectory() as out:
+        start = time.perf_counter()
+        subprocess.run([sys.executable, demo, "--steps", "50", "--eval-every", "50", "--out", out],
+                       check=True, stdout=subprocess.DEVNULL, env={**os.environ, "MPLBACKEND": "Agg"})
+        seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {"what": "demo_peak_memory", "command": "demos/swiss_roll.py --steps 50 --eval-every 50",
+            "peak_rss_mb": peak, "seconds": seconds}
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        xp = get_backend(args.backend)
+    except BackendError as err:
+        sys.exit(f"error: {err}")
+    common = {"dtype": args.dtype, "backend": xp.__name__,
+              "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS")
+              or "default", "cpu_count": os.cpu_count()}
+    n = 1024 if args.quick else 2048
+    rate = matmul_gflops(xp, "float32", n, 3 if args.quick else 7)
+    emit = lambda rec: print(json.dumps({**rec, **common, "peak_rss_mb": round(peak_rss_mb(), 1)}),  # noqa: E731
+                             flush=True)
+    emit({"what": "matmul", "batch": n, "float32_gflops": rate})
+    for batch in args.batches:
+        emit(bench_training(batch, args, xp, rate))
+    emit(bench_sampling(args, xp))
+    if not args.no_demo:
+        print(json.dumps({**bench_demo_memory(), **common}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
