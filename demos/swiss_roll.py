@@ -43,11 +43,17 @@ def parse_args(argv=None):
     p.add_argument("--param", choices=("paper", "reference", "bounded"), default="bounded",
                    help="reverse-kernel parameterization (SPEC §2)")
     beta = p.add_mutually_exclusive_group()
-    beta.add_argument("--learn-beta", dest="learn_beta", action="store_true", default=False,
-                      help="learn beta_2..T by gradient ascent on K (§2.4.1)")
+    beta.add_argument("--learn-beta", dest="learn_beta", action="store_true", default=True,
+                      help="learn beta_2..T by gradient ascent on K (§2.4.1; the default)")
     beta.add_argument("--fixed-beta", dest="learn_beta", action="store_false",
-                      help="keep the schedule fixed (the default)")
-    p.add_argument("--beta-1", type=float, default=1e-6, help="the fixed first diffusion rate")
+                      help="keep the log-SNR-linear schedule fixed")
+    p.add_argument("--beta-1", type=float, default=1e-7, help="the fixed first diffusion rate")
+    p.add_argument("--basis", choices=("bump", "identity"), default="bump",
+                   help="temporal readout basis: Gaussian bumps (eq. 63) or one readout per step")
+    p.add_argument("--n-bumps", type=int, default=10, help="number of temporal bumps")
+    p.add_argument("--fourier", type=int, default=128,
+                   help="random Fourier features of x_t fed to the MLP (0: none)")
+    p.add_argument("--fourier-scale", type=float, default=10.0, help="std of the Fourier frequencies")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                    help="network and optimizer precision (the bound is always float64)")
     p.add_argument("--backend", choices=("numpy", "cupy"), default=None,
@@ -64,12 +70,13 @@ def parse_args(argv=None):
 
 def model_config(args):
     """The default model: see the README's study for what each choice is worth."""
-    if args.net == "rbf":
-        net = NetConfig(D=2, T=40, net="rbf", hidden=(16,), basis="identity")
+    if args.net == "rbf":                                   # the paper's network, App. D.1.1
+        net = NetConfig(D=2, T=40, net="rbf", hidden=(16,), basis=args.basis, n_bumps=args.n_bumps)
     else:
-        net = NetConfig(D=2, T=40, net="mlp", hidden=(128, 128), activation="tanh",
-                        basis="identity", fourier=64, fourier_scale=6.0)
-    sched = ScheduleConfig(T=40, beta_1=args.beta_1, baseline="reference", learn=args.learn_beta)
+        net = NetConfig(D=2, T=40, net="mlp", hidden=(128, 128), activation="tanh", basis=args.basis,
+                        n_bumps=args.n_bumps, fourier=args.fourier, fourier_scale=args.fourier_scale)
+    sched = ScheduleConfig(T=40, beta_1=args.beta_1, baseline="logsnr", log_snr_T=-4.0,
+                           learn=args.learn_beta, learned_form="decrements")
     return ModelConfig(net=net, schedule=sched, param=args.param)
 
 

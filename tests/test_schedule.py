@@ -106,11 +106,15 @@ def test_zero_coefficients_give_the_baseline():
 @given(cfg=configs.filter(lambda c: c.learn), seed=seeds)
 def test_schedule_backward_matches_finite_differences(cfg, seed):
     rng = np.random.default_rng(seed)
-    w = init_schedule_params(cfg) + 0.2 * rng.standard_normal(init_schedule_params(cfg).shape)
+    w0 = init_schedule_params(cfg)
+    c = 1.0 if cfg.learned_form == "bumps" else cfg.rate_scale       # same perturbation of beta
+    w = w0 + 0.2 / c * rng.standard_normal(w0.shape)
     c = rng.standard_normal(cfg.T + 1)
     _, cache = schedule_forward(cfg, w)
     # smooth: float64 central differences agree to ~1e-8 on O(1) entries; entries 1e-5 of
-    # the largest (beta_t ~ 1e-6 in a geometric schedule) carry relative round-off ~1e-6
+    # the largest (beta_t ~ 1e-6 in a geometric schedule) carry relative round-off ~1e-6;
+    # the decrements form goes through log SNR ~ 14 (beta_1 = 1e-6), where log alpha_bar
+    # ~ -1e-6 keeps ~10 digits, so its differences are noisier: measured up to 2e-6
     assert check_gradient(lambda w: c @ schedule_forward(cfg, w)[0], w, schedule_backward(c, cache)) < 1e-5
 
 
