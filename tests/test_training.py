@@ -121,3 +121,21 @@ def test_config_errors():
         TrainConfig(batch_size=0)
     with pytest.raises(ValueError, match="unknown dtype 'float16'"):
         TrainConfig(dtype="float16")
+
+
+def test_gaussian_model_divergence_keeps_the_last_good_checkpoint(tmp_path):
+    """The real model: an overflowing network stops training at the step it happened."""
+    from numpy_diffusion.datasets import swiss_roll
+    from numpy_diffusion.model import GaussianDiffusion, ModelConfig
+    from numpy_diffusion.network import NetConfig
+    model = GaussianDiffusion(ModelConfig(net=NetConfig(T=8, hidden=(8,), n_bumps=3)))
+    cfg = TrainConfig(steps=20, batch_size=16, seed=1, dtype="float32")
+    trainer = Trainer(model, lambda n, rng: swiss_roll(n, rng), cfg)
+    trainer.run(until=5)
+    path = tmp_path / "checkpoint.npz"
+    trainer.save(path)
+    before = path.read_bytes()
+    trainer.params["readout.W"][...] = 3e38                # float32 outputs overflow to inf
+    with pytest.raises(TrainingDiverged, match="training diverged at step 6: the (loss|gradient) is not finite"):
+        trainer.run()
+    assert trainer.step == 5 and path.read_bytes() == before
