@@ -31,9 +31,17 @@ PAPER = {"K_bits": 2.35, "K_minus_L_null_bits": 6.45}      # Table 1, swiss roll
 HELD_OUT_SEED_OFFSET = 1_000_003                            # held-out data: another seed
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except for flags and options whose default is "not given"."""
+
+    def _get_help_string(self, action):
+        if action.nargs == 0 or action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     p.add_argument("--steps", type=int, default=8000, help="Adam steps")
     p.add_argument("--batch-size", type=int, default=512, help="examples per step")
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (cosine decay)")
