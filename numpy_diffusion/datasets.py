@@ -79,3 +79,17 @@ def heartbeat(n, rng, length=HEARTBEAT_LENGTH, period=HEARTBEAT_PERIOD):
     phase = rng.integers(0, period, n)                                # (n,)
     bins = numpy.arange(length)
     return ((bins[None, :] - phase[:, None]) % period == 0).astype(numpy.float64)
+
+
+def exact_heartbeat_fraction(x, period=HEARTBEAT_PERIOD):
+    """Fraction of the rows of binary ``x`` (n, length) that are exact heartbeats:
+    a 1 in every ``period``-th bin from some phase in ``0..period-1``, 0 elsewhere
+    (for length 20 and period 5, four ones).  Returns a float in [0, 1]."""
+    x = numpy.asarray(x)
+    if x.ndim != 2 or x.shape[0] == 0:
+        raise ValueError(f"x must be a non-empty (n, length) array, got shape {x.shape}")
+    period = check_positive_int("period", period)
+    bins = numpy.arange(x.shape[1])
+    patterns = (bins[None, :] - numpy.arange(period)[:, None]) % period == 0   # (period, length)
+    exact = (x[:, None, :] == patterns[None]).all(axis=2).any(axis=1)          # (n,)
+    return float(exact.mean())

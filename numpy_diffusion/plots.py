@@ -103,13 +103,32 @@ def bound_by_t(kl_bits_by_t, entropy_bits, path, t_first=2):
     _save(fig, path, plt)
 
 
-def heartbeat_samples(data, samples, path, n=20):
-    """Binary sequences as image rows: data beside samples (like the paper's Figure 2)."""
+def _first_pulse_aligned(x):
+    """Each row rolled left so that its first 1 sits in column 0 (rows of zeros unchanged)."""
+    first = numpy.where(x.any(axis=1), numpy.argmax(x > 0.5, axis=1), 0)       # (n,)
+    cols = (numpy.arange(x.shape[1])[None, :] + first[:, None]) % x.shape[1]
+    return numpy.take_along_axis(x, cols, axis=1)
+
+
+def heartbeat_samples(data, samples, path, n=40, title=None):
+    """Binary sequences as image rows, like the paper's Figure 2: training data,
+    samples from ``p``, and the same samples shifted so that each one's first
+    pulse is in column 0 (an exact heartbeat then reads as columns 0, 5, 10, 15).
+
+    Parameters
+    ----------
+    data, samples : host ndarray of shape (N, length), 0s and 1s; the first ``n`` rows are drawn.
+    title : str or None, a line above the panels (e.g. the exact-heartbeat fraction).
+    """
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(8, 4))
-    for ax, x, title in ((axes[0], data, "training data"), (axes[1], samples, "samples from p")):
-        ax.imshow(x[:n], cmap="gray_r", interpolation="nearest", aspect="auto")
-        ax.set_title(title)
+    fig, axes = plt.subplots(1, 3, figsize=(11, 4.5))
+    panels = (("training data", data), ("samples from p", samples),
+              ("samples, first pulse in column 0", _first_pulse_aligned(samples[:n])))
+    for ax, (name, x) in zip(axes, panels):
+        ax.imshow(x[:n], cmap="gray_r", interpolation="nearest", aspect="auto", vmin=0, vmax=1)
+        ax.set_title(name)
         ax.set_xlabel("bin")
         ax.set_ylabel("sequence")
+    if title:
+        fig.suptitle(title)
     _save(fig, path, plt)

@@ -69,14 +69,14 @@ class ScheduleConfig:
         check_choice("learned_form", self.learned_form, LEARNED_FORMS)
         if not self.rate_scale > 0:
             raise ValueError(f"rate_scale must be > 0, got {self.rate_scale}")
-        if self.baseline == "logsnr" and not self.log_snr_T < numpy.log1p(-self.beta_1) - numpy.log(self.beta_1):
-            raise ValueError(f"log_snr_T = {self.log_snr_T} must lie below log SNR at t = 1 "
-                             f"(log((1 - beta_1) / beta_1) = {numpy.log((1 - self.beta_1) / self.beta_1):.3f})")
         check_positive_int("n_bumps", self.n_bumps)
         for name in ("beta_1", "beta_T"):
             value = getattr(self, name)
             if not 0 < value < 1:
                 raise ValueError(f"{name} must lie strictly between 0 and 1, got {value}")
+        if self.baseline == "logsnr" and not self.log_snr_T < numpy.log1p(-self.beta_1) - numpy.log(self.beta_1):
+            raise ValueError(f"log_snr_T = {self.log_snr_T} must lie below log SNR at t = 1 "
+                             f"(log((1 - beta_1) / beta_1) = {numpy.log((1 - self.beta_1) / self.beta_1):.3f})")
 
     def to_dict(self):
         return asdict(self)

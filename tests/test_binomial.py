@@ -15,6 +15,7 @@ from numpy_diffusion.binomial import (bernoulli_kl, binary_entropy, binomial_sch
                                       neg_bound_backward, neg_bound_forward, q_posterior_logit,
                                       q_sample, sample)
 from numpy_diffusion.binomial_model import BinomialDiffusion
+from numpy_diffusion.datasets import exact_heartbeat_fraction, heartbeat
 from numpy_diffusion.gradcheck import check_gradient
 from numpy_diffusion.layers import sigmoid
 
@@ -153,23 +154,25 @@ def test_loss_gradient_wrt_logits(seed):
     assert check_gradient(loss, lam_p, dlam) < 1e-6                  # float64 central differences: ~1e-8
 
 
-def small_model():
-    return BinomialDiffusion(D=4, T=10, pi=0.25, hidden=(5, 3))
+def small_model(basis="identity", t_sampling="uniform"):
+    return BinomialDiffusion(D=4, T=10, pi=0.25, hidden=(5, 3), basis=basis, n_bumps=4,
+                             t_sampling=t_sampling)
 
 
-@given(seeds)
+@pytest.mark.parametrize("basis", ["identity", "bump"])
+@given(seed=seeds)
 @settings(max_examples=8)
-def test_end_to_end_gradient_through_sigmoid_mlp(seed):
+def test_end_to_end_gradient_through_sigmoid_mlp(basis, seed):
     rng = rng_from(seed)
-    m = small_model()
+    m = small_model(basis)
     params = m.init_params(rng)
     params = {k: v + rng.uniform(-0.5, 0.5, v.shape) for k, v in params.items()}  # readout off zero
     N = 6
     x0, u = (rng.random((N, 4)) < 0.3).astype(float), rng.random((N, 4))
     t, w = rng.integers(2, 11, N), np.full(N, 9.0)
-    _, grads = m.loss_and_grads_frozen(params, x0, t, u, w)
+    _, grads = m.loss_and_grads(params, x0, t, u, w)
     for name, value in params.items():
-        f = lambda v: m.loss_and_grads_frozen({**params, name: v}, x0, t, u, w)[0]
+        f = lambda v: m.loss_and_grads({**params, name: v}, x0, t, u, w)[0]
         # 1e-5: the loss is O(10) nats, so central differences carry ~|loss| eps / h ~ 1e-8
         # absolute error, ~1e-5 relative on the smallest entries (~1e-4); a wrong gradient reads O(1)
         assert check_gradient(f, value, grads[name]) < 1e-5, name
@@ -179,12 +182,12 @@ def test_random_draws_match_frozen_loss_and_dtype():
     m = small_model()
     params = m.init_params(rng_from(0))
     x0 = (rng_from(1).random((7, 4)) < 0.3).astype(float)
-    loss, grads = m.loss_and_grads(params, x0, rng_from(2))
+    loss, grads = m.loss_and_grads_random(params, x0, rng_from(2))
     r = rng_from(2)
     t, u = r.integers(2, 11, 7), r.random((7, 4))
-    assert loss == m.loss_and_grads_frozen(params, x0, t, u, np.full(7, 9.0))[0]
+    assert loss == m.loss_and_grads(params, x0, t, u, np.full(7, 9.0))[0]
     p32 = {k: v.astype(np.float32) for k, v in params.items()}
-    _, g32 = m.loss_and_grads(p32, x0, rng_from(2))
+    _, g32 = m.loss_and_grads_random(p32, x0, rng_from(2))
     assert all(g32[k].dtype == np.float32 and g32[k].shape == p32[k].shape for k in p32)
 
 
@@ -238,7 +241,7 @@ def test_non_binary_data_is_a_clear_error(bad, match):
     x0 = np.zeros((3, 4))
     x0[1, 2] = bad
     with pytest.raises(ValueError, match=match):
-        m.loss_and_grads(params, x0, rng_from(1))
+        m.loss_and_grads_random(params, x0, rng_from(1))
     with pytest.raises(ValueError, match=match):
         m.evaluate(params, x0, rng_from(1))
 
@@ -247,7 +250,41 @@ def test_wrong_width_or_steps_is_a_clear_error():
     m = small_model()
     params = m.init_params(rng_from(0))
     with pytest.raises(ValueError, match="shape"):
-        m.loss_and_grads(params, np.zeros((3, 5)), rng_from(1))
+        m.loss_and_grads_random(params, np.zeros((3, 5)), rng_from(1))
     with pytest.raises(ValueError, match="2..10"):
-        m.loss_and_grads_frozen(params, np.zeros((2, 4)), np.array([1, 3]), np.zeros((2, 4)),
-                                np.ones(2))
+        m.loss_and_grads(params, np.zeros((2, 4)), np.array([1, 3]), np.zeros((2, 4)),
+                       np.ones(2))
+
+
+def test_bump_readout_written_per_step_gives_the_same_logits():
+    m = small_model("bump")
+    rng = rng_from(0)
+    params = {k: v + rng.uniform(-0.5, 0.5, v.shape) for k, v in m.init_params(rng).items()}
+    x, t = (rng.random((40, 4)) < 0.3).astype(float), rng.integers(2, 11, 40)
+    step, cfg = m.per_step_params(params)
+    assert cfg.basis == "identity" and step["readout.W"].shape == (3, 10, 4)
+    # the same sums in another order: float64 round-off, ~1e-16
+    assert np.allclose(m.logits_forward(params, x, t)[0], m.logits_forward(step, x, t, cfg)[0],
+                       atol=1e-12, rtol=0)
+
+
+def test_stratified_t_puts_each_step_equally_often_in_a_batch():
+    m = small_model(t_sampling="stratified")
+    t = m.draw_t(rng_from(0), 2 * 9)                                  # N = 2 (T - 1): each t twice
+    assert (np.sort(t) == np.repeat(np.arange(2, 11), 2)).all()
+    t = m.draw_t(rng_from(1), 1000)
+    assert t.min() >= 2 and t.max() <= 10
+    m2 = BinomialDiffusion.from_config(json.loads(json.dumps(m.config())))
+    assert m2.config() == m.config() and m2.t_sampling == "stratified"
+    with pytest.raises(ValueError, match="t_sampling"):
+        small_model(t_sampling="sorted")
+
+
+def test_exact_heartbeat_fraction():
+    x = heartbeat(50, rng_from(0))
+    assert exact_heartbeat_fraction(x) == 1.0
+    x[:10, 3] = 1 - x[:10, 3]                                          # one bit flipped in 10 rows
+    assert exact_heartbeat_fraction(x) == 0.8
+    assert exact_heartbeat_fraction(np.zeros((4, 20))) == 0.0
+    with pytest.raises(ValueError, match="shape"):
+        exact_heartbeat_fraction(np.zeros(20))
