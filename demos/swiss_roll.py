@@ -42,7 +42,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
-    p.add_argument("--steps", type=int, default=8000, help="Adam steps")
+    p.add_argument("--steps", type=int, default=16000, help="Adam steps")
     p.add_argument("--batch-size", type=int, default=512, help="examples per step")
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (cosine decay)")
     p.add_argument("--seed", type=int, default=0, help="the one seed of the run")

@@ -178,7 +178,7 @@ def half_plane(model, params, args, rng):
 
 
 def figure(path, dn, inp, hp):
-    plt = plots._pyplot()
+    plt = plots.pyplot()
     fig, ax = plt.subplots(1, 3, figsize=(16, 5.2))
     roll = swiss_roll_angle_to_point(numpy.linspace(U_LOW, U_HIGH, 800))
     for a_ in ax:
@@ -208,7 +208,7 @@ def figure(path, dn, inp, hp):
     ax[2].set_title("(c) smooth r: sigmoid(%g (x[0] - %g))" % HALF_PLANE[::-1])
     for a_ in ax:
         a_.legend(fontsize=7, loc="lower left")
-    plots._save(fig, path, plt)
+    plots.save_figure(fig, path, plt)
 
 
 def main(argv=None):

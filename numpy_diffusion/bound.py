@@ -13,7 +13,7 @@ from .backend import array_module
 from .forward_process import q_posterior, q_posterior_backward, q_sample, q_sample_backward
 from .gaussian import gaussian_entropy, kl_backward, kl_forward
 from .reverse_process import p_mean_logvar, p_mean_logvar_backward
-from .schedule import add_grads, scatter_by_t
+from .tables import add_grads, scatter_by_t
 
 
 def entropy_terms(tables, D):
@@ -43,7 +43,7 @@ def bound_forward(z, x0, xt, t, eps, weights, tables, param):
     x0, xt, eps : float64 ndarrays of shape (N, D), ``xt = q_sample(x0, t, eps, tables)``
     t : int ndarray of shape (N,), values in ``2..T``
     weights : float64 ndarray of shape (N,)
-    tables : dict from :func:`numpy_diffusion.schedule.make_tables`
+    tables : dict from :func:`numpy_diffusion.tables.make_tables`
     param : ``'paper'``, ``'reference'`` or ``'bounded'``
 
     Returns
@@ -106,7 +106,7 @@ def bound_exact(predict, x0, tables, param, rng, n_eps=1, chunk=8192):
     ----------
     predict : callable ``(xt (M, D) float64, t (M,) int) -> z (M, 2 D)``
     x0 : float64 ndarray of shape (N, D)
-    tables : dict from :func:`numpy_diffusion.schedule.make_tables`
+    tables : dict from :func:`numpy_diffusion.tables.make_tables`
     param : str
     rng : numpy.random.Generator; one ``standard_normal`` draw per chunk and ``eps`` round.
     n_eps : int, number of noise draws per example and time step.

@@ -7,7 +7,7 @@ a differentiable function of the schedule.
 
 Backward functions return per-example gradients with respect to the table
 entries each example read (shape (N,), keyed by table name);
-:func:`numpy_diffusion.schedule.scatter_by_t` sums them per time step.  The
+:func:`numpy_diffusion.tables.scatter_by_t` sums them per time step.  The
 caches are the inputs themselves, so the backward functions take them again.
 """
 
@@ -20,7 +20,7 @@ def q_sample(x0, t, eps, tables):
     x0 : ndarray of shape (N, D)
     t : int ndarray of shape (N,), values in ``1..T``
     eps : ndarray of shape (N, D), standard normal noise
-    tables : dict from :func:`numpy_diffusion.schedule.make_tables`
+    tables : dict from :func:`numpy_diffusion.tables.make_tables`
 
     Returns
     -------
@@ -47,7 +47,7 @@ def q_posterior(x0, xt, t, tables):
     ----------
     x0, xt : ndarrays of shape (N, D)
     t : int ndarray of shape (N,), values in ``1..T`` (at ``t = 1`` the variance is 0)
-    tables : dict from :func:`numpy_diffusion.schedule.make_tables`
+    tables : dict from :func:`numpy_diffusion.tables.make_tables`
 
     Returns
     -------

@@ -18,8 +18,8 @@ from .forward_process import q_sample
 from .gaussian import standard_normal_logpdf
 from .network import NetConfig, init_network, network_backward, network_forward, temporal_basis
 from .reverse_process import PARAMS, p_mean_logvar, p_sample_loop
-from .schedule import (ScheduleConfig, add_grads, init_schedule_params, make_tables, schedule_backward, schedule_forward,
-                       tables_backward)
+from .schedule import ScheduleConfig, init_schedule_params, schedule_backward, schedule_forward
+from .tables import add_grads, make_tables, tables_backward
 from .validation import check_array, check_choice, check_positive_int
 
 LN2 = math.log(2.0)

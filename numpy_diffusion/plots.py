@@ -10,14 +10,16 @@ import numpy
 from .checkpoint import atomic_write
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (files only, no screen needed)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt
 
 
-def _save(fig, path, plt):
+def save_figure(fig, path, plt):
+    """Write ``fig`` to ``path`` as PNG, atomically, and close it."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -35,7 +37,7 @@ def figure1(times, q_samples, p_samples, drift, path, lim=2.2):
         drift of step ``s`` shown in column ``t`` (``s = 2`` for ``t = 0``:
         the last step is not learned).
     """
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(3, len(times), figsize=(3.2 * len(times), 9.6))
     rows = (("q", q_samples), ("p", p_samples))
     for j, t in enumerate(times):
@@ -55,7 +57,7 @@ def figure1(times, q_samples, p_samples, drift, path, lim=2.2):
             ax.set_aspect("equal")
             ax.set_xticks([])
             ax.set_yticks([])
-    _save(fig, path, plt)
+    save_figure(fig, path, plt)
 
 
 def training_curve(steps, K_bits, K_stderr, path, target=None, minibatch=None):
@@ -63,7 +65,7 @@ def training_curve(steps, K_bits, K_stderr, path, target=None, minibatch=None):
 
     ``minibatch``: optional ``(steps, K_bits)`` of the training estimate, smoothed.
     """
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4))
     if minibatch is not None and len(minibatch[0]):
         s, k = minibatch
@@ -79,7 +81,7 @@ def training_curve(steps, K_bits, K_stderr, path, target=None, minibatch=None):
     ax.set_ylabel("K (bits per point)")
     ax.legend(loc="lower right")
     ax.grid(alpha=0.3)
-    _save(fig, path, plt)
+    save_figure(fig, path, plt)
 
 
 def bound_by_t(kl_bits_by_t, entropy_bits, path, t_first=2):
@@ -88,7 +90,7 @@ def bound_by_t(kl_bits_by_t, entropy_bits, path, t_first=2):
     ``kl_bits_by_t[i]`` is the KL term of ``t = t_first + i`` in bits;
     ``entropy_bits`` a dict name -> bits of the entropy terms of eq. (14).
     """
-    plt = _pyplot()
+    plt = pyplot()
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 3.8), gridspec_kw={"width_ratios": [3, 1]})
     t = numpy.arange(t_first, t_first + len(kl_bits_by_t))
     ax.bar(t, kl_bits_by_t, color="C0")
@@ -100,7 +102,7 @@ def bound_by_t(kl_bits_by_t, entropy_bits, path, t_first=2):
     ax2.set_xlabel("bits")
     ax2.set_title("entropy terms of eq. (14)")
     fig.tight_layout()
-    _save(fig, path, plt)
+    save_figure(fig, path, plt)
 
 
 def _first_pulse_aligned(x):
@@ -120,7 +122,7 @@ def heartbeat_samples(data, samples, path, n=40, title=None):
     data, samples : host ndarray of shape (N, length), 0s and 1s; the first ``n`` rows are drawn.
     title : str or None, a line above the panels (e.g. the exact-heartbeat fraction).
     """
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(11, 4.5))
     panels = (("training data", data), ("samples from p", samples),
               ("samples, first pulse in column 0", _first_pulse_aligned(samples[:n])))
@@ -131,4 +133,4 @@ def heartbeat_samples(data, samples, path, n=40, title=None):
         ax.set_ylabel("sequence")
     if title:
         fig.suptitle(title)
-    _save(fig, path, plt)
+    save_figure(fig, path, plt)

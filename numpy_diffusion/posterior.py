@@ -43,7 +43,7 @@ def r_schedule(tables, sigma_d, choice):
 
     Parameters
     ----------
-    tables : dict from :func:`numpy_diffusion.schedule.make_tables` (any backend)
+    tables : dict from :func:`numpy_diffusion.tables.make_tables` (any backend)
     sigma_d : float, observation noise standard deviation (``0``: a delta)
     choice : ``'constant'`` (eq. 23), ``'annealed'`` (§2.5.4) or ``'diffused'``
 

@@ -40,7 +40,7 @@ def p_mean_logvar(z, xt, t, tables, param):
     z : ndarray of shape (N, 2 D), network outputs ``[z_mu, z_S]`` (any float dtype)
     xt : float64 ndarray of shape (N, D)
     t : int ndarray of shape (N,), values in ``2..T``
-    tables : dict from :func:`numpy_diffusion.schedule.make_tables`
+    tables : dict from :func:`numpy_diffusion.tables.make_tables`
     param : ``'paper'``, ``'reference'`` or ``'bounded'``
 
     Returns
@@ -141,7 +141,7 @@ def p_sample_loop(predict, n, D, tables, param, rng, trajectory=False, xp=None):
     predict : callable ``(xt (n, D) float64, t (n,) int) -> z (n, 2 D)``
         The network.
     n, D : int
-    tables : dict from :func:`numpy_diffusion.schedule.make_tables`
+    tables : dict from :func:`numpy_diffusion.tables.make_tables`
     param : ``'paper'``, ``'reference'`` or ``'bounded'``
     rng : numpy.random.Generator
         Noise is drawn on the host, ``standard_normal((n, D))`` once for ``x_T``,

@@ -10,8 +10,8 @@ from numpy_diffusion.bound import (bound_backward, bound_exact, bound_forward, b
 from numpy_diffusion.forward_process import q_posterior, q_sample
 from numpy_diffusion.gaussian import gaussian_entropy, kl_backward, kl_forward, standard_normal_logpdf
 from numpy_diffusion.gradcheck import check_gradient
-from numpy_diffusion.schedule import (ScheduleConfig, add_grads, make_tables, schedule_forward,
-                                      tables_backward)
+from numpy_diffusion.schedule import ScheduleConfig, schedule_forward
+from numpy_diffusion.tables import add_grads, make_tables, tables_backward
 
 # Shared strategies: schedules (fixed, any baseline), small shapes, seeds, parameterizations.
 schedules = st.builds(ScheduleConfig, T=st.integers(2, 40), beta_1=st.sampled_from([1e-6, 1e-5, 1e-3]),

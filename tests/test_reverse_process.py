@@ -5,7 +5,8 @@ from hypothesis import given, strategies as st
 
 from numpy_diffusion.gradcheck import check_gradient
 from numpy_diffusion.reverse_process import p_mean_logvar, p_mean_logvar_backward, p_sample_loop
-from numpy_diffusion.schedule import ScheduleConfig, make_tables, scatter_by_t, schedule_forward, tables_backward
+from numpy_diffusion.schedule import ScheduleConfig, schedule_forward
+from numpy_diffusion.tables import make_tables, scatter_by_t, tables_backward
 
 # Shared strategies: schedules, seeds, small dimensions, parameterizations.
 schedules = st.builds(ScheduleConfig, T=st.integers(2, 30), beta_1=st.sampled_from([1e-6, 1e-5, 1e-3]),

@@ -4,9 +4,9 @@ import pytest
 from hypothesis import given, strategies as st
 
 from numpy_diffusion.gradcheck import check_gradient
-from numpy_diffusion.schedule import (DIFFERENTIABLE, ScheduleConfig, baseline_beta, check_beta,
-                                      init_schedule_params, log_snr, make_tables, scatter_by_t,
-                                      schedule_backward, schedule_forward, tables_backward)
+from numpy_diffusion.schedule import (ScheduleConfig, baseline_beta, init_schedule_params, log_snr,
+                                      schedule_backward, schedule_forward)
+from numpy_diffusion.tables import DIFFERENTIABLE, check_beta, make_tables, scatter_by_t, tables_backward
 
 # Shared strategies: valid schedule configurations and learned coefficients.
 configs = st.builds(

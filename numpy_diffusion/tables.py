@@ -1,0 +1,124 @@
+"""The tables of Table App.1, derived from the diffusion rates ``beta``, and their gradient.
+
+Every array has length ``T + 1`` and is indexed by the paper's time: ``beta[t]``
+is ``beta_t``, ``beta[0] = 0`` and ``alpha_bar[0] = 1``.  Tables are always
+float64 and built with ``log1p``/``expm1``: with ``beta_1 = 1e-7`` the quantity
+``1 - alpha_bar_1`` would lose most of its digits as ``1 - prod(1 - beta)``.
+They are built on the host (they are ``O(T)``) and moved to the backend once.
+:func:`tables_backward` carries gradients with respect to table entries back
+to ``beta`` (§2.4.1: the rates are learned through the frozen noise).
+"""
+import numpy
+
+from .backend import array_module, to_host
+
+DIFFERENTIABLE = ("sqrt_alpha_bar", "sqrt_one_minus_alpha_bar", "log_one_minus_alpha_bar", "sqrt_alpha",
+                  "sqrt_beta", "log_beta", "logit_beta", "log_beta_tilde", "post_coef_x0", "post_coef_xt")
+
+
+def check_beta(beta):
+    """Check a schedule array: shape (T + 1,) with T >= 2, finite, beta[0] = 0, beta[1:] in (0, 1)."""
+    beta = numpy.asarray(to_host(beta), dtype=numpy.float64)
+    if beta.ndim != 1 or beta.shape[0] < 3:
+        raise ValueError(f"beta must have shape (T + 1,) with T >= 2, got shape {beta.shape}")
+    if not numpy.isfinite(beta).all():
+        raise ValueError("beta contains NaN or infinite values; every beta_t must lie in (0, 1)")
+    bad = numpy.flatnonzero((beta[1:] <= 0) | (beta[1:] >= 1)) + 1
+    if bad.size:
+        raise ValueError(f"beta_t must lie strictly between 0 and 1 for t = 1..T; "
+                         f"t = {bad[0]} has beta_t = {float(beta[bad[0]])!r}")
+    if beta[0] != 0:
+        raise ValueError(f"beta[0] is unused and must be 0 (paper indexing), got {float(beta[0])!r}")
+    return beta
+
+
+def make_tables(beta, xp=numpy):
+    """Every schedule table of Table App.1, float64, as ``xp`` arrays of shape (T + 1,).
+
+    Entries at ``t = 0`` (and ``beta_tilde`` at ``t = 1``, where the posterior is a
+    point mass) are the limits ``0`` or ``-inf``; they are never read by the bound.
+    ``post_coef_x0`` and ``post_coef_xt`` are the posterior mean's coefficients.
+    """
+    beta = check_beta(beta)
+    b = beta[1:]
+    log_alpha = numpy.log1p(-b)                                     # log alpha_t
+    L = numpy.cumsum(log_alpha)                                     # log alpha_bar_t
+    M = numpy.log(-numpy.expm1(L))                                  # log(1 - alpha_bar_t)
+    L0, M0 = numpy.concatenate([[0.0], L]), numpy.concatenate([[-numpy.inf], M])
+    log_beta_tilde = M0[:-1] + numpy.log(b) - M                     # posterior variance, SPEC §2
+    tab = {"beta": beta, "alpha": 1 - beta, "log_alpha": numpy.concatenate([[0.0], log_alpha]),
+           "log_alpha_bar": L0, "alpha_bar": numpy.exp(L0), "one_minus_alpha_bar": -numpy.expm1(L0),
+           "log_one_minus_alpha_bar": M0, "sqrt_alpha_bar": numpy.exp(0.5 * L0),
+           "sqrt_one_minus_alpha_bar": numpy.sqrt(-numpy.expm1(L0)), "sqrt_alpha": numpy.sqrt(1 - beta),
+           "sqrt_beta": numpy.sqrt(beta), "log_beta": numpy.concatenate([[-numpy.inf], numpy.log(b)]),
+           "logit_beta": numpy.concatenate([[-numpy.inf], numpy.log(b) - log_alpha]),
+           "log_beta_tilde": numpy.concatenate([[-numpy.inf], log_beta_tilde]),
+           "post_coef_x0": numpy.concatenate([[0.0], numpy.exp(0.5 * L0[:-1] - M) * b]),
+           "post_coef_xt": numpy.concatenate([[0.0], numpy.exp(0.5 * log_alpha + M0[:-1] - M)])}
+    tab["beta_tilde"] = numpy.exp(tab["log_beta_tilde"])
+    stacked = xp.asarray(numpy.stack(list(tab.values())))           # one transfer to the backend
+    return {name: stacked[i] for i, name in enumerate(tab)}
+
+
+def tables_backward(dtables, beta):
+    """Chain gradients with respect to table entries back to ``beta``.
+
+    Parameters
+    ----------
+    dtables : dict of name -> ndarray of shape (T + 1,)
+        Gradients with respect to any of ``sqrt_alpha_bar``, ``sqrt_one_minus_alpha_bar``,
+        ``log_one_minus_alpha_bar``, ``sqrt_alpha``, ``sqrt_beta``, ``log_beta``,
+        ``logit_beta``, ``log_beta_tilde``, ``post_coef_x0``, ``post_coef_xt``
+        (any backend; moved to the host in one transfer).
+    beta : ndarray of shape (T + 1,)
+        The schedule the tables were built from.
+
+    Returns
+    -------
+    dbeta : host float64 ndarray of shape (T + 1,); ``dbeta[0] = 0``.  Every table
+    is a function of ``beta_t`` and of ``L = log alpha_bar``, ``M = log(1 - alpha_bar)``
+    at ``t`` and ``t - 1``; gradients collect in ``gb``, ``gL``, ``gM`` over ``t = 1..T``.
+    """
+    unknown = set(dtables) - set(DIFFERENTIABLE)
+    if unknown:
+        raise KeyError(f"no gradient rule for tables {sorted(unknown)}; known: {list(DIFFERENTIABLE)}")
+    tab = {k: v[1:] for k, v in make_tables(beta).items()}          # host, t = 1..T
+    names = list(dtables)
+    stacked = to_host(array_module(*dtables.values()).stack([dtables[k] for k in names])) if names else ()
+    d = {k: numpy.zeros_like(tab["beta"]) for k in DIFFERENTIABLE}
+    d.update({k: numpy.asarray(g, dtype=numpy.float64)[1:] for k, g in zip(names, stacked)})
+    b, a, c0, ct = tab["beta"], tab["alpha"], tab["post_coef_x0"], tab["post_coef_xt"]
+    gL, gM = numpy.zeros(b.size + 1), numpy.zeros(b.size + 1)      # index t = 0..T
+    gb = d["sqrt_beta"] / (2 * tab["sqrt_beta"])                    # d sqrt(b)/db = 1 / (2 sqrt(b))
+    gb -= d["sqrt_alpha"] / (2 * tab["sqrt_alpha"])                 # d sqrt(1-b)/db = -1 / (2 sqrt(1-b))
+    gb += d["log_beta"] / b                                         # d log(b)/db = 1/b
+    gb += d["logit_beta"] / (b * a)                                 # d logit(b)/db = 1 / (b (1-b))
+    gb += (d["log_beta_tilde"] + d["post_coef_x0"] * c0) / b        # d log beta_tilde/db = 1/b; dc0/db = c0/b
+    gb -= d["post_coef_xt"] * ct / (2 * a)                          # dct/db = -ct / (2 (1-b))
+    gL[1:] += d["sqrt_alpha_bar"] * tab["sqrt_alpha_bar"] / 2       # d exp(L/2)/dL = exp(L/2)/2
+    gL[:-1] += d["post_coef_x0"] * c0 / 2                           # dc0/dL_{t-1} = c0/2
+    gM[1:] += d["sqrt_one_minus_alpha_bar"] * tab["sqrt_one_minus_alpha_bar"] / 2  # d exp(M/2)/dM
+    gM[1:] += d["log_one_minus_alpha_bar"]                          # dM/dM = 1
+    gM[1:] -= d["log_beta_tilde"] + d["post_coef_x0"] * c0 + d["post_coef_xt"] * ct  # d/dM_t = -1, -c0, -ct
+    gM[:-1] += d["log_beta_tilde"] + d["post_coef_xt"] * ct         # d/dM_{t-1} = 1, ct
+    gL[1:] -= gM[1:] * tab["alpha_bar"] / tab["one_minus_alpha_bar"]  # dM/dL = -alpha_bar / (1 - alpha_bar)
+    gb -= numpy.cumsum(gL[1:][::-1])[::-1] / a                      # L_t = sum_{s<=t} log(1 - b_s)
+    return numpy.concatenate([[0.0], gb])
+
+
+def scatter_by_t(t, per_example, T):
+    """Sum per-example gradients into per-time tables, ``out[name][s] = sum_{n: t_n = s} g_n``.
+
+    ``bincount`` with weights does the scatter-add without ``np.add.at``.
+    Returns a dict of float64 ndarrays of shape (T + 1,) on the backend of ``t``.
+    """
+    xp = array_module(t)
+    return {k: xp.bincount(t, weights=g, minlength=T + 1) for k, g in per_example.items()}
+
+
+def add_grads(a, b):
+    """Sum two dicts of per-time gradients key by key (a key in one only is kept)."""
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = out[k] + v if k in out else v
+    return out
