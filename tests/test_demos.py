@@ -50,8 +50,8 @@ def test_heartbeat_demo_writes_its_outputs(tmp_path, capsys):
     heartbeat.main(args)
     printed = capsys.readouterr().out
     assert "paper, Table 1" in printed and "-2.414" in printed and "-2.322" in printed
-    for name in ("heartbeat.png", "training.png", "bound_by_t.png", "samples.npy", "metrics.json",
-                 "checkpoint.npz", "checkpoint.json"):
+    for name in ("heartbeat.png", "training.png", "samples.npy", "metrics.json", "checkpoint.npz",
+                 "checkpoint.json"):
         assert (out / name).is_file(), name
     metrics = json.loads((out / "metrics.json").read_text())
     for key in ("K_bits", "K_bits_stderr", "K_minus_L_null_bits", "L_null_bits", "steps", "seconds",
