@@ -30,34 +30,32 @@ Table 1 has -2.414; the best kernel of this form scores -2.370 and the data
 set the bound here.
 """
 import argparse
-import io
 import math
 import os
 import sys
-import time
 from dataclasses import asdict
 
 import numpy
 
-from numpy_diffusion import plots
-from numpy_diffusion.backend import BackendError, get_backend
-from numpy_diffusion.binomial_model import BinomialDiffusion
-from numpy_diffusion.checkpoint import CheckpointError, atomic_write, save_json
-from numpy_diffusion.datasets import exact_heartbeat_fraction, heartbeat
-from numpy_diffusion.training import TrainConfig, Trainer, TrainingDiverged
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cli import (HELD_OUT_SEED_OFFSET, HelpFormatter, Progress, add_common_options,  # noqa: E402
+                 backend_or_exit, report, save_array, train_or_exit)
+
+from numpy_diffusion import plots                                           # noqa: E402
+from numpy_diffusion.binomial_model import BinomialDiffusion                # noqa: E402
+from numpy_diffusion.checkpoint import CheckpointError, save_json           # noqa: E402
+from numpy_diffusion.datasets import exact_heartbeat_fraction, heartbeat    # noqa: E402
+from numpy_diffusion.training import TrainConfig, Trainer                   # noqa: E402
 
 PAPER = {"K_bits": -2.414, "K_minus_L_null_bits": 12.024}   # Table 1, binary heartbeat row
 TRUE_LOG_LIKELIHOOD_BITS = math.log2(1 / 5)                 # 5 equally likely sequences: -2.322
-HELD_OUT_SEED_OFFSET = 1_000_003                            # held-out data: another seed
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     p.add_argument("--steps", type=int, default=24000, help="Adam steps")
     p.add_argument("--batch-size", type=int, default=1024, help="examples per step")
     p.add_argument("--lr", type=float, default=1e-2, help="peak learning rate (cosine decay)")
-    p.add_argument("--seed", type=int, default=0, help="the one seed of the run")
     p.add_argument("--basis", choices=("bump", "identity"), default="bump",
                    help="readout over t: bump (shared by neighbouring steps, the default) or "
                         "identity (one readout per step, the paper's App. D.1.2)")
@@ -66,65 +64,15 @@ def parse_args(argv=None):
                    help="how each minibatch draws t (both unbiased)")
     p.add_argument("--ema", type=float, default=0.0,
                    help="decay of a moving average of the weights used for evaluation (0: off)")
-    p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
-                   help="network and optimizer precision (the bound's tables are float64)")
-    p.add_argument("--backend", choices=("numpy", "cupy"), default=None,
-                   help="array backend (default: $NUMPY_DIFFUSION_BACKEND or numpy)")
-    p.add_argument("--out", default=os.path.join("runs", "heartbeat"), help="output folder")
-    p.add_argument("--resume", action="store_true",
-                   help="continue from OUT/checkpoint.npz, up to --steps")
-    p.add_argument("--eval-every", type=int, default=4000,
-                   help="held-out evaluation (and checkpoint) interval, in steps")
-    p.add_argument("--eval-size", type=int, default=2000,
-                   help="held-out sequences, final evaluation (each costs T - 1 network rows)")
-    p.add_argument("--n-samples", type=int, default=2000, help="reverse samples to save")
+    add_common_options(p, out=os.path.join("runs", "heartbeat"), eval_every=4000, eval_size=2000,
+                       n_samples=2000)
     return p.parse_args(argv)
 
 
-class Progress:
-    """Prints one progress line every few seconds and evaluates on held-out data at intervals."""
-
-    def __init__(self, model, x_val, args, history, start_step):
-        self.model, self.x_val, self.args, self.history = model, x_val, args, history
-        self.start_step, self.t0, self.last_print = start_step, time.perf_counter(), 0.0
-
-    def __call__(self, trainer):
-        step, now = trainer.step, time.perf_counter()
-        if step % self.args.eval_every == 0 or step == trainer.cfg.steps:
-            res = self.model.evaluate(trainer.eval_params, self.x_val, numpy.random.default_rng(step))
-            self.history.append([step, res["K_bits"], res["K_bits_stderr"]])
-            trainer.save(os.path.join(self.args.out, "checkpoint.npz"), extra={"eval_history": self.history})
-            print(f"  step {step:>6}: held-out K = {res['K_bits']:+.3f} ± {res['K_bits_stderr']:.3f} bits/seq"
-                  f" ({len(self.x_val)} sequences); checkpoint saved", flush=True)
-        if now - self.last_print > 5 or step == trainer.cfg.steps:
-            self.last_print = now
-            recent = [l for _, l in trainer.losses[-100:]]
-            rate = (step - self.start_step) / max(now - self.t0, 1e-9)
-            eta = (trainer.cfg.steps - step) / max(rate, 1e-9)
-            print(f"step {step:>6}/{trainer.cfg.steps}  minibatch K ≈ {-numpy.mean(recent) / math.log(2):+.2f}"
-                  f" bits  lr {trainer.cfg.lr_at(step - 1):.2e}  {rate:.0f} steps/s  eta {eta:.0f} s",
-                  flush=True)
-
-
-def report(res, exact, seconds, steps):
-    """Print the bound beside the paper's Table 1 and the true log likelihood."""
-    print()
-    print("                      this run (held-out)           paper, Table 1")
-    print(f"  K          (bits)   {res['K_bits']:+7.3f} ± {res['K_bits_stderr']:.3f}"
-          f"              {PAPER['K_bits']:+7.3f}")
-    print(f"  K - L_null (bits)   {res['K_minus_L_null_bits']:+7.3f} ± {res['K_minus_L_null_bits_stderr']:.3f}"
-          f"              {PAPER['K_minus_L_null_bits']:+7.3f}")
-    print(f"  L_null     (bits)   {res['L_null_bits']:+7.3f}                     "
-          f"{PAPER['K_bits'] - PAPER['K_minus_L_null_bits']:+7.3f}")
+def print_extra(exact):
+    """What the heartbeat adds to the Table 1 report."""
     print(f"  true log likelihood log2(1/5) = {TRUE_LOG_LIKELIHOOD_BITS:+.3f} bits/seq (no model can beat it)")
     print(f"  exact heartbeats among the samples: {100 * exact:.1f}%")
-    print(f"  ({steps} steps in {seconds:.0f} s)")
-
-
-def save_array(path, a):
-    buf = io.BytesIO()
-    numpy.save(buf, a)
-    atomic_write(path, lambda f: f.write(buf.getvalue()))
 
 
 def make_trainer(args, xp, ck_path, data_fn):
@@ -168,14 +116,10 @@ def write_outputs(args, trainer, res, samples, seconds, history):
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        xp = get_backend(args.backend)
-    except BackendError as err:
-        sys.exit(f"error: {err}")
+    xp = backend_or_exit(args.backend)
     ck_path = os.path.join(args.out, "checkpoint.npz")
-    data_fn = lambda n, rng: heartbeat(n, rng)
     try:
-        trainer, history = make_trainer(args, xp, ck_path, data_fn)
+        trainer, history = make_trainer(args, xp, ck_path, lambda n, rng: heartbeat(n, rng))
     except (CheckpointError, ValueError) as err:
         sys.exit(f"error: {err}")
     model, seed = trainer.model, trainer.cfg.seed
@@ -183,18 +127,14 @@ def main(argv=None):
     print(f"training the heartbeat model: {trainer.params.flat.size} parameters, {model.net_cfg.basis} "
           f"readout over T = {model.T} steps, batch {trainer.cfg.batch_size}, {trainer.cfg.steps} steps, "
           f"{trainer.cfg.dtype} on {xp.__name__}", flush=True)
-    t0 = time.perf_counter()
-    progress = Progress(model, x_val[:500], args, history, trainer.step)
-    try:
-        trainer.run(callback=progress, every=10)
-    except TrainingDiverged as err:
-        sys.exit(f"error: {err}\nthe last good checkpoint is {ck_path} (see its step in checkpoint.json)")
-    seconds = time.perf_counter() - t0
+    progress = Progress(model, x_val[:500], args, history, trainer.step, unit="bits/seq")
+    seconds = train_or_exit(trainer, progress, ck_path)
     params = trainer.eval_params
     res = model.evaluate(params, x_val, numpy.random.default_rng(seed + 1))
     samples = model.sample(params, args.n_samples, numpy.random.default_rng(seed + 2))
     exact = write_outputs(args, trainer, res, samples, seconds, history)
-    report(res, exact, seconds, trainer.step)
+    report(res, PAPER, seconds, trainer.step, unit="bits/seq")
+    print_extra(exact)
     print(f"wrote heartbeat.png, training.png, samples.npy, metrics.json, checkpoint.npz "
           f"to {args.out}/")
 
