@@ -40,13 +40,14 @@ HALF_PLANE = (0.5, 4.0)                                  # r(x) = sigmoid(k (x[0
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--checkpoint", default=os.path.join("runs", "swiss_roll", "checkpoint.npz"))
-    p.add_argument("--out", default=os.path.join("runs", "swiss_roll_posterior"))
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint", default=os.path.join("runs", "swiss_roll", "checkpoint.npz"),
+                   help="a trained swiss-roll checkpoint (trained with the defaults if missing)")
+    p.add_argument("--out", default=os.path.join("runs", "swiss_roll_posterior"), help="output folder")
+    p.add_argument("--seed", type=int, default=0, help="the one seed of the run")
     p.add_argument("--particles", type=int, default=2000, help="SMC particles per observation (inpainting)")
     p.add_argument("--samples", type=int, default=2000, help="paper's-method samples per inpainting value")
     p.add_argument("--denoise-points", type=int, default=100, help="noisy observations to denoise")
-    p.add_argument("--denoise-particles", type=int, default=300, 
+    p.add_argument("--denoise-particles", type=int, default=300,
                    help="SMC particles / samples per observation")
     return p.parse_args(argv)
 
@@ -61,12 +62,6 @@ def load_model(path):
     prefix = "ema/" if any(k.startswith("ema/") for k in arrays) else "param/"
     params = {k[len(prefix):]: arrays[k] for k in arrays if k.startswith(prefix)}
     return GaussianDiffusion(ModelConfig.from_dict(config["model"])), params, config.get("step")
-
-
-def weighted(x, w=None):
-    """Equal weights where ``w`` is None; returns ``(x (M, D), w (M,))``."""
-    x = x.reshape(-1, x.shape[-1])
-    return x, numpy.full(len(x), 1 / len(x)) if w is None else w.reshape(-1) / w.sum()
 
 
 def gaussian_check(rng):
@@ -170,7 +165,7 @@ def half_plane(model, params, args, rng):
     x = to_host(model.sample(params, 20 * args.samples, rng))            # exact: p samples weighted by r
     log_r = -numpy.logaddexp(0, -k * (x[:, 0] - b))
     w = numpy.exp(log_r - log_r.max())
-    pick = numpy.random.default_rng(args.seed).choice(len(x), args.samples, p=w / w.sum())
+    pick = numpy.random.default_rng(args.seed + 7).choice(len(x), args.samples, p=w / w.sum())
     res["exact (p weighted by r)"] = x[pick]
     frac = {c: float((v[:, 0] > b).mean()) for c, v in res.items()}
     return res, {"r": f"sigmoid({k} (x[0] - {b}))", "fraction_x0_above_b": frac,

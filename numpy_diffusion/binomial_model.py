@@ -5,7 +5,7 @@ over time, then a readout learned separately for each of the ``T = 2000``
 steps (the identity temporal basis); ``f_b = sigma(lam_p)``.  The readout's
 output ``z`` is added to the logit of the forward kernel reversed, so a network
 with ``z = 0`` (its initial state) reproduces the forward step, as the
-Gaussian kernel of eqs. (64)-(65) does.  This offset is affine in each bit
+Gaussian ``'reference'`` parameterization does.  This offset is affine in each bit
 ``x_t,d`` with per-step coefficients: a fixed skip connection from ``x_t`` to
 the logits, which the paper's plain ``sigma(readout)`` lacks (a deviation,
 chosen so that training starts at ``K = L_null`` rather than far below it).

@@ -8,7 +8,7 @@ import numpy
 from .validation import check_positive_int
 
 # Per-coordinate mean and standard deviation of the raw swiss roll below,
-# u ~ U(1.5 pi, 4.5 pi), x = (u cos u, u sin u), computed in closed form by
+# u ~ U(1.5 pi, 4.5 pi), x = (u cos u, u sin u), computed by trapezoid quadrature over ``u`` in
 # `swiss_roll_moments()`; fixed constants so that every data set, training or
 # held-out, is standardized identically (Table 1: unit variance per coordinate).
 U_LOW, U_HIGH = 1.5 * numpy.pi, 4.5 * numpy.pi

@@ -54,8 +54,8 @@ class ModelConfig:
 
 
 def init_params(cfg, rng, dtype=numpy.float64):
-    """Initial parameters (host arrays): the network's (reverse kernel = forward kernel at
-    start), plus ``schedule.w`` (reproducing the baseline schedule) when ``beta`` is learned."""
+    """Initial parameters (host arrays): the network's (outputs ``z = 0`` at start, see
+    :func:`network.init_network`), plus ``schedule.w`` (reproducing the baseline schedule) when ``beta`` is learned."""
     params = init_network(cfg.net, rng, dtype)
     if cfg.schedule.learn:
         params["schedule.w"] = init_schedule_params(cfg.schedule).astype(dtype)

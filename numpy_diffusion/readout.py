@@ -1,4 +1,4 @@
-"""Temporal readout (App. D.1.1, eqs. 62-63).
+"""Temporal readout (App. D.2.1, eqs. 62-63; the per-step readout of App. D.1.1).
 
 Features ``h`` shared over time are mapped to per-time outputs through a basis
 ``g_j(t)`` over the time index:
@@ -6,8 +6,8 @@ Features ``h`` shared over time are mapped to per-time outputs through a basis
     out_n = sum_j g_j(t_n) (h_n W_j + b_j)                     # eqs. (62)-(63)
 
 Two bases: Gaussian bumps in ``t`` normalized over ``j`` (smooth in time), and
-the identity basis ``g_j(t) = [j = t]``, the paper's readout learned
-separately for each time step.  Basis matrices have shape ``(T + 1, J)`` so
+the identity basis ``g_j(t) = [j = t - 1]`` (``j`` 0-based), the paper's
+readout learned separately for each time step (App. D.1.1, D.1.2).  Basis matrices have shape ``(T + 1, J)`` so
 that row ``t`` is ``g(t)`` in the paper's 1-based time; row 0 is unused.
 """
 import numpy

@@ -1,16 +1,17 @@
 """The reverse process ``p`` (§2.2, eq. 5; App. D.2.1, eqs. 64-65; App. B.2, eq. 44).
 
 ``p(x_{t-1} | x_t) = N(mu_p, diag exp(logvar_p))`` for ``t = 2..T``, from the
-network outputs ``z = [z_mu, z_S]`` (each (N, D)).  Three parameterizations, each
-a perturbation of the forward kernel (``z = 0`` gives variance ``beta_t``):
+network outputs ``z = [z_mu, z_S]`` (each (N, D)).  Three parameterizations around
+the forward kernel; only ``'reference'`` reproduces it exactly at ``z = 0``:
 
 - ``'paper'`` (eqs. 64-65): ``Sigma = sigmoid(z_S + logit(beta_t))``,
   ``mu = (x_t - z_mu)(1 - Sigma) + z_mu``; at ``z = 0`` the mean is ``(1 - beta_t) x_t``;
 - ``'reference'`` (the authors' code): ``Sigma = sigmoid(z_S / sqrt(T) + logit(beta_t))``,
-  ``mu = sqrt(alpha_t) x_t + sqrt(beta_t) z_mu``;
+  ``mu = sqrt(alpha_t) x_t + sqrt(beta_t) z_mu``; ``z = 0`` is the forward kernel;
 - ``'bounded'`` (§2.6, eq. 24; App. A): ``log Sigma = v log beta_t + (1 - v) log beta_tilde_t``,
   ``v = sigmoid(z_S)``, the mean as ``'reference'``; ``Sigma`` lies between the
-  posterior variance and ``beta_t`` and is never over-confident below ``beta_tilde_t``.
+  posterior variance and ``beta_t`` and is never over-confident below ``beta_tilde_t``;
+  ``z = 0`` gives their geometric mean, ``z_S -> +inf`` the forward kernel.
 
 The last step ``p(x_0 | x_1) = N(sqrt(alpha_1) x_1, beta_1 I)`` is fixed (eq. 44).
 Everything is float64; network outputs are cast up.

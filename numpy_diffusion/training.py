@@ -20,7 +20,6 @@ from dataclasses import asdict, dataclass
 
 import numpy
 
-from .backend import array_module, to_host
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .optim import Adam, ParamVector, cosine_lr
 from .validation import check_choice, check_positive_int
@@ -184,13 +183,3 @@ class Trainer:
         trainer = cls(model_from_config(config["model"]), data_fn, cfg, xp)
         trainer.load_state(arrays)
         return trainer, config
-
-
-def host_params(params):
-    """Host copies of a mapping of parameters (for saving and plotting)."""
-    return {k: to_host(v) for k, v in params.items()}
-
-
-def is_finite(a):
-    """True when every entry of ``a`` is finite, on any backend."""
-    return bool(array_module(a).isfinite(a).all())

@@ -6,6 +6,8 @@ Strategies stay away from points where a function is not differentiable
 import numpy as np
 from hypothesis import strategies as st
 
+from numpy_diffusion.schedule import ScheduleConfig
+
 seeds = st.integers(0, 2**32 - 1)
 batch = st.integers(1, 6)
 width = st.integers(1, 7)
@@ -35,3 +37,26 @@ def layer_sizes(draw, min_layers=1, max_layers=3):
     """MLP widths ``(input, hidden..., output)``."""
     n = draw(st.integers(min_layers, max_layers))
     return tuple(draw(width) for _ in range(n + 1))
+
+
+parameterizations = st.sampled_from(["paper", "reference", "bounded"])
+
+
+def fixed_schedules(max_T=40):
+    """Fixed schedules of every baseline but the log-SNR one, ``T`` in ``2..max_T``."""
+    return st.builds(ScheduleConfig, T=st.integers(2, max_T), beta_1=st.sampled_from([1e-6, 1e-5, 1e-3]),
+                     baseline=st.sampled_from(["reference", "geometric", "linear"]),
+                     beta_T=st.floats(0.05, 0.9))
+
+
+# every schedule configuration, fixed or learned in either form
+schedule_configs = st.builds(
+    ScheduleConfig,
+    T=st.integers(2, 60),
+    beta_1=st.sampled_from([1e-6, 1e-5, 1e-3, 0.05]),
+    baseline=st.sampled_from(["reference", "geometric", "linear", "logsnr"]),
+    beta_T=st.floats(0.05, 0.9),
+    log_snr_T=st.floats(-6.0, -1.0),
+    learn=st.booleans(),
+    learned_form=st.sampled_from(["bumps", "decrements"]),
+    n_bumps=st.integers(1, 8))

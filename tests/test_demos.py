@@ -64,3 +64,30 @@ def test_heartbeat_demo_writes_its_outputs(tmp_path, capsys):
     heartbeat.main(args[:1] + ["30"] + args[2:] + ["--resume"])         # continue to step 30
     assert "resumed" in capsys.readouterr().out
     assert json.loads((out / "metrics.json").read_text())["steps"] == 30
+
+
+def test_posterior_demo_on_a_tiny_checkpoint(tmp_path, capsys):
+    import swiss_roll_posterior
+    ck = tmp_path / "roll"
+    swiss_roll.main(["--steps", "20", "--batch-size", "64", "--eval-every", "20", "--eval-size", "200",
+                     "--n-samples", "100", "--out", str(ck)])
+    out = tmp_path / "post"
+    swiss_roll_posterior.main(["--checkpoint", str(ck / "checkpoint.npz"), "--out", str(out),
+                               "--particles", "50", "--samples", "50", "--denoise-points", "5",
+                               "--denoise-particles", "20"])
+    assert (out / "posterior.png").is_file()
+    metrics = json.loads((out / "posterior_metrics.json").read_text())
+    for key in ("gaussian_model", "inpainting", "denoising"):
+        assert key in metrics, key
+    a = next(iter(metrics["inpainting"].values()))
+    assert 0 <= a["smc"]["inpaint_on_roll_fraction"] <= 1 and 0 <= a["smc"]["inpaint_crossing_tv"] <= 1
+
+
+def test_benchmark_quick_prints_json_lines(capsys):
+    import benchmark
+    benchmark.main(["--quick", "--batches", "256", "--steps", "2", "--n-samples", "200"])
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    steps = [r for r in rows if r["what"] == "train_step"]
+    assert steps and all(k in steps[0] for k in ("batch", "ms_per_step", "samples_per_s", "peak_rss_mb",
+                                                 "dtype", "backend", "gemm_fraction"))
+    assert any(r["what"] == "sample" for r in rows)

@@ -17,10 +17,12 @@ T = 20
 
 
 def small_model():
-    """The default model's kind (Fourier MLP trunk, per-step readout, bounded), made small."""
-    net = NetConfig(D=2, T=T, net="mlp", hidden=(32, 32), activation="tanh", basis="identity",
+    """The default model's kind (Fourier MLP trunk, bump readout, bounded, beta_1 = 1e-7 and a
+    learned log-SNR schedule, where float32 tables would lose precision), made small."""
+    net = NetConfig(D=2, T=T, net="mlp", hidden=(32, 32), activation="tanh", basis="bump", n_bumps=5,
                     fourier=16, fourier_scale=6.0)
-    return GaussianDiffusion(ModelConfig(net=net, schedule=ScheduleConfig(T=T), param="bounded"))
+    sched = ScheduleConfig(T=T, beta_1=1e-7, baseline="logsnr", learn=True, learned_form="decrements")
+    return GaussianDiffusion(ModelConfig(net=net, schedule=sched, param="bounded"))
 
 
 def trained_bound(dtype, x_val, steps=300):
@@ -32,11 +34,13 @@ def trained_bound(dtype, x_val, steps=300):
 
 
 def test_float32_training_matches_float64_within_stderr():
-    """Runs in about 2 s.  When written, the two bounds differed by about 1e-6 bits,
-    against a standard error of 0.09 bits; training raised the bound from -97 to -4.9 bits."""
+    """Runs in about 2 s.  When written, the two bounds differed by 2e-8 bits, against a
+    standard error of 0.08 bits; training raised the bound from -7.4 to -3.6 bits."""
     x_val = swiss_roll(2000, np.random.default_rng(123))
     r32, r64 = trained_bound("float32", x_val), trained_bound("float64", x_val)
     untrained = small_model().evaluate(small_model().init_params(np.random.default_rng(0)), x_val,
                                        np.random.default_rng(7))
     assert r64["K_bits"] > untrained["K_bits"] + 1.0                 # the runs did learn
-    assert abs(r32["K_bits"] - r64["K_bits"]) < r64["K_bits_stderr"]
+    assert abs(r32["K_bits"] - r64["K_bits"]) < r64["K_bits_stderr"]     # the issue's criterion
+    # and much tighter: measured 2e-8 bits; float32 schedule tables alone would cost ~0.1 bit
+    assert abs(r32["K_bits"] - r64["K_bits"]) < 1e-3

@@ -3,7 +3,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
 
 from numpy_diffusion.bound import (bound_backward, bound_exact, bound_forward, bound_xt_backward,
                                    entropy_terms)
@@ -13,13 +13,10 @@ from numpy_diffusion.gradcheck import check_gradient
 from numpy_diffusion.schedule import ScheduleConfig, schedule_forward
 from numpy_diffusion.tables import add_grads, make_tables, tables_backward
 
-# Shared strategies: schedules (fixed, any baseline), small shapes, seeds, parameterizations.
-schedules = st.builds(ScheduleConfig, T=st.integers(2, 40), beta_1=st.sampled_from([1e-6, 1e-5, 1e-3]),
-                      baseline=st.sampled_from(["reference", "geometric", "linear"]),
-                      beta_T=st.floats(0.05, 0.9))
-seeds = st.integers(0, 2**32 - 1)
-dims = st.integers(1, 4)
-params = st.sampled_from(["paper", "reference", "bounded"])
+from strategies import dims, fixed_schedules, seeds
+from strategies import parameterizations as params
+
+schedules = fixed_schedules(max_T=40)
 
 
 def tables_of(cfg):

@@ -13,7 +13,7 @@ from numpy_diffusion.optim import ParamVector
 from numpy_diffusion.schedule import ScheduleConfig
 
 # Shared strategies: seeds (the models are built by small_model below).
-seeds = st.integers(0, 2**32 - 1)
+from strategies import seeds  # noqa: E402
 
 
 def small_model(net="mlp", param="bounded", learn=True, T=6, D=2, basis="bump", form="bumps"):
@@ -206,3 +206,25 @@ def test_bad_configuration_raises_clear_errors(model_and_params):
         model.evaluate(p, np.zeros((3, 2)), np.random.default_rng(0), n_eps=0)
     with pytest.raises(ValueError, match="n must be an integer >= 1"):
         model.sample(p, 0, np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("learn", [False, True])
+def test_default_path_gradients_with_fixed_fourier_frequencies(learn):
+    """The demo's own path: fixed Fourier B (no gradient), and with a fixed schedule no input
+    gradient at all (``need_dxt=False``); every other parameter still matches finite differences."""
+    T = 6
+    net = NetConfig(D=2, T=T, hidden=(6, 5), basis="bump", n_bumps=3, fourier=3, fourier_scale=1.0)
+    sched = ScheduleConfig(T=T, beta_1=1e-6, baseline="logsnr", learn=learn, learned_form="decrements",
+                           rate_scale=1.0)
+    model = GaussianDiffusion(ModelConfig(net=net, schedule=sched, param="bounded"))
+    rng = np.random.default_rng(11)
+    p = perturbed_params(model, rng)
+    x0 = rng.standard_normal((7, 2))
+    t, eps, w = model.draw(rng, 7)
+    _, grads = model.loss_and_grads(p, x0, t, eps, w)
+    assert not np.any(grads["trunk.fourier_B"])                      # fixed: Adam leaves it alone
+    for name in p:
+        if name != "trunk.fourier_B":                                # same tolerance as above
+            err = check_gradient(lambda _: model.loss_and_grads(p, x0, t, eps, w)[0], p[name], grads[name],
+                                 h=1e-4)
+            assert err < 1e-4, name

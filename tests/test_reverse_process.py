@@ -1,19 +1,17 @@
 """The reverse kernel's three parameterizations (eqs. 64-65, the reference code, §2.6) and sampling."""
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
 
 from numpy_diffusion.gradcheck import check_gradient
 from numpy_diffusion.reverse_process import p_mean_logvar, p_mean_logvar_backward, p_sample_loop
 from numpy_diffusion.schedule import ScheduleConfig, schedule_forward
 from numpy_diffusion.tables import make_tables, scatter_by_t, tables_backward
 
-# Shared strategies: schedules, seeds, small dimensions, parameterizations.
-schedules = st.builds(ScheduleConfig, T=st.integers(2, 30), beta_1=st.sampled_from([1e-6, 1e-5, 1e-3]),
-                      baseline=st.sampled_from(["reference", "geometric", "linear"]),
-                      beta_T=st.floats(0.05, 0.9))
-seeds = st.integers(0, 2**32 - 1)
-params = st.sampled_from(["paper", "reference", "bounded"])
+from strategies import fixed_schedules, seeds
+from strategies import parameterizations as params
+
+schedules = fixed_schedules(max_T=30)
 
 
 def setup(cfg, seed, N=5, D=2):
