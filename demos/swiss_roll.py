@@ -2,7 +2,7 @@
 
     python demos/swiss_roll.py                     # defaults: K ≈ 5.1 bits in a few minutes
     python demos/swiss_roll.py --net rbf --basis identity --param paper   # the paper's own network
-    python demos/swiss_roll.py --resume --steps 24000                     # continue the run in --out
+    python demos/swiss_roll.py --resume                                  # continue the run in --out
 
 Writes to ``--out`` (default ``runs/swiss_roll/``): figure1.png, training.png,
 bound_by_t.png, samples.npy, metrics.json, checkpoint.npz (+ checkpoint.json).
