@@ -1,7 +1,7 @@
 """Train the paper's swiss-roll model (§3.1.1), report the bound beside Table 1, draw Figure 1.
 
     python demos/swiss_roll.py                     # defaults: K ≈ 5.1 bits in a few minutes
-    python demos/swiss_roll.py --net rbf --basis identity --param paper   # the paper's own network
+    python demos/swiss_roll.py --net rbf --param paper   # the paper's own network and kernel
     python demos/swiss_roll.py --resume                                  # continue the run in --out
 
 Writes to ``--out`` (default ``runs/swiss_roll/``): figure1.png, training.png,
@@ -49,8 +49,9 @@ def parse_args(argv=None):
     beta.add_argument("--fixed-beta", dest="learn_beta", action="store_false",
                       help="keep the log-SNR-linear schedule fixed")
     p.add_argument("--beta-1", type=float, default=1e-7, help="the fixed first diffusion rate")
-    p.add_argument("--basis", choices=("bump", "identity"), default="bump",
-                   help="temporal readout basis: Gaussian bumps (eq. 63) or one readout per step")
+    p.add_argument("--basis", choices=("bump", "identity"), default=None,
+                   help="temporal readout basis: Gaussian bumps (eq. 63) or one readout per step "
+                        "(default: bump for mlp, identity for rbf, as the paper's network)")
     p.add_argument("--n-bumps", type=int, default=10, help="number of temporal bumps")
     p.add_argument("--fourier", type=int, default=128,
                    help="random Fourier features of x_t fed to the MLP (0: none)")
@@ -63,10 +64,12 @@ def parse_args(argv=None):
 def model_config(args):
     """The default model: see the README's study for what each choice is worth."""
     if args.net == "rbf":                                   # the paper's network, App. D.1.1
-        net = NetConfig(D=2, T=40, net="rbf", hidden=(16,), basis=args.basis, n_bumps=args.n_bumps)
+        net = NetConfig(D=2, T=40, net="rbf", hidden=(16,), basis=args.basis or "identity",
+                        n_bumps=args.n_bumps)
     else:
-        net = NetConfig(D=2, T=40, net="mlp", hidden=(128, 128), activation="tanh", basis=args.basis,
-                        n_bumps=args.n_bumps, fourier=args.fourier, fourier_scale=args.fourier_scale)
+        net = NetConfig(D=2, T=40, net="mlp", hidden=(128, 128), activation="tanh",
+                        basis=args.basis or "bump", n_bumps=args.n_bumps, fourier=args.fourier,
+                        fourier_scale=args.fourier_scale)
     sched = ScheduleConfig(T=40, beta_1=args.beta_1, baseline="logsnr", log_snr_T=-4.0,
                            learn=args.learn_beta, learned_form="decrements")
     return ModelConfig(net=net, schedule=sched, param=args.param)
