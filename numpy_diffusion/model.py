@@ -154,7 +154,7 @@ class GaussianDiffusion:
         grads, dxt_net = network_backward(dz, n_cache, need_dxt=self.cfg.schedule.learn)
         if self.cfg.schedule.learn:                                       # beta through x_t too
             dtables = add_grads(dtables, bound_xt_backward(dxt + dxt_net, b_cache))
-            dw = schedule_backward(tables_backward(dtables, s_cache[0]), s_cache)
+            dw = schedule_backward(tables_backward(dtables, tables), s_cache)
             grads["schedule.w"] = xp.asarray(dw, dtype=dtype)
         return float(loss), grads
 

@@ -60,7 +60,7 @@ def make_tables(beta, xp=numpy):
     return {name: stacked[i] for i, name in enumerate(tab)}
 
 
-def tables_backward(dtables, beta):
+def tables_backward(dtables, tables):
     """Chain gradients with respect to table entries back to ``beta``.
 
     Parameters
@@ -70,8 +70,9 @@ def tables_backward(dtables, beta):
         ``log_one_minus_alpha_bar``, ``sqrt_alpha``, ``sqrt_beta``, ``log_beta``,
         ``logit_beta``, ``log_beta_tilde``, ``post_coef_x0``, ``post_coef_xt``
         (any backend; moved to the host in one transfer).
-    beta : ndarray of shape (T + 1,)
-        The schedule the tables were built from.
+    tables : dict from :func:`make_tables` (any backend)
+        The tables the forward pass used: the backward reads their values
+        instead of building them again (moved to the host in one transfer).
 
     Returns
     -------
@@ -82,7 +83,9 @@ def tables_backward(dtables, beta):
     unknown = set(dtables) - set(DIFFERENTIABLE)
     if unknown:
         raise KeyError(f"no gradient rule for tables {sorted(unknown)}; known: {list(DIFFERENTIABLE)}")
-    tab = {k: v[1:] for k, v in make_tables(beta).items()}          # host, t = 1..T
+    names = list(tables)
+    values = to_host(array_module(tables["beta"]).stack([tables[k] for k in names]))
+    tab = {k: v[1:] for k, v in zip(names, values)}                 # host, t = 1..T
     names = list(dtables)
     stacked = to_host(array_module(*dtables.values()).stack([dtables[k] for k in names])) if names else ()
     d = {k: numpy.zeros_like(tab["beta"]) for k in DIFFERENTIABLE}

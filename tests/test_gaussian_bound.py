@@ -206,7 +206,7 @@ def test_bound_gradient_wrt_beta(cfg, seed, D, param):
     tab = make_tables(beta)
     _, cache = bound_forward(z, x0, q_sample(x0, t, eps, tab), t, eps, w, tab, param)
     dz, dxt, dtables = bound_backward(1.0, cache)
-    dbeta = tables_backward(add_grads(dtables, bound_xt_backward(dxt, cache)), beta)
+    dbeta = tables_backward(add_grads(dtables, bound_xt_backward(dxt, cache)), tab)
     f = lambda log_b: bound_loss(z, x0, t, eps, w, make_tables(np.r_[0.0, np.exp(log_b)]), param)  # noqa: E731
     # in log beta (beta_1 may be 1e-6): scale-free steps; round-off as in the test above
     assert check_gradient(f, np.log(beta[1:]), dbeta[1:] * beta[1:]) < 1e-4

@@ -58,7 +58,7 @@ def test_backward_matches_finite_differences(cfg, seed, param):
     # ~1e-6 on entries far below the largest; a wrong rule reads O(1)
     assert check_gradient(lambda a: f(z=a), z, dz) < 1e-5
     assert check_gradient(lambda a: f(xt=a), xt, dxt) < 1e-5
-    dbeta = tables_backward(scatter_by_t(t, dcoef, cfg.T), beta)
+    dbeta = tables_backward(scatter_by_t(t, dcoef, cfg.T), tab)
     g = lambda log_b: f(tab=make_tables(np.r_[0.0, np.exp(log_b)]))  # noqa: E731  (log beta: scale-free)
     assert check_gradient(g, np.log(beta[1:]), dbeta[1:] * beta[1:]) < 1e-5
 

@@ -125,7 +125,7 @@ def test_tables_backward_matches_finite_differences(cfg, seed):
         tab = make_tables(np.concatenate([[0.0], np.exp(log_b)]))
         return sum(c[k] @ np.where(c[k] != 0, tab[k], 0.0) for k in c)
 
-    analytic = tables_backward(c, beta)
+    analytic = tables_backward(c, make_tables(beta))
     assert analytic[0] == 0.0
     # smooth in log beta: central differences at h = 1e-6 agree to ~1e-8 on O(1) entries,
     # ~1e-6 on entries far below the largest; a wrong rule reads O(1)
@@ -181,4 +181,4 @@ def test_learned_schedule_needs_coefficients_of_the_right_shape():
 
 def test_unknown_table_gradient_is_a_clear_error():
     with pytest.raises(KeyError, match="no gradient rule for tables"):
-        tables_backward({"alpha_bar": np.zeros(5)}, baseline_beta(ScheduleConfig(T=4)))
+        tables_backward({"alpha_bar": np.zeros(5)}, make_tables(baseline_beta(ScheduleConfig(T=4))))
