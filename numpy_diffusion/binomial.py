@@ -10,6 +10,7 @@ All information quantities are in nats.
 import numpy
 
 from .backend import array_module, to_host
+from .estimates import standard_error
 from .layers import sigmoid, softplus
 from .validation import check_array, check_positive_int
 
@@ -218,7 +219,7 @@ def bound_by_t(logit_fn, x0, sched, rng, n_eps=1, rows=8192):
             kl[s - 2:s - 2 + t.shape[0] // N] += to_host(k).reshape(-1, N)
     kl /= n_eps
     K = -kl.sum(0) + to_host(entropy_terms(x0, sched))                  # eq. (14)    (N,)
-    return K, float(K.std(ddof=1) / numpy.sqrt(N)) if N > 1 else float("nan"), kl.mean(1)
+    return K, standard_error(K), kl.mean(1)
 
 
 def sample(logit_fn, n, D, sched, rng, xp=numpy, dtype=numpy.float64):

@@ -29,6 +29,7 @@ import numpy
 from .backend import array_module, to_host
 from .binomial import (binomial_schedule, bound_by_t, check_binary, forward_logit,
                        neg_bound_backward, neg_bound_forward, on_backend, q_sample, sample)
+from .estimates import standard_error
 from .network import NetConfig, init_network, network_backward, network_forward, temporal_basis
 from .validation import check_array, check_choice, check_same_rows
 
@@ -175,7 +176,7 @@ class BinomialDiffusion:
         log_pi = self.sched["log_pi"]
         L_null = (x0h * log_pi[1] + (1 - x0h) * log_pi[0]).sum(1)            # log pi(x0)   (N,)
         gain = (K - L_null) / LOG2                                             # (N,)
-        gain_se = float(gain.std(ddof=1) / math.sqrt(len(gain))) if len(gain) > 1 else float("nan")
+        gain_se = standard_error(gain)
         K_bits = float(K.mean()) / LOG2
         return {"K_bits": K_bits, "K_bits_stderr": K_se / LOG2, "L_null_bits": float(L_null.mean()) / LOG2,
                 "K_minus_L_null_bits": float(gain.mean()), "K_minus_L_null_bits_stderr": gain_se,

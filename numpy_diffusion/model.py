@@ -14,6 +14,7 @@ import numpy
 
 from .backend import array_module, to_device, to_host
 from .bound import bound_backward, bound_exact, bound_forward, bound_xt_backward
+from .estimates import standard_error
 from .forward_process import q_sample
 from .gaussian import standard_normal_logpdf
 from .network import NetConfig, init_network, network_backward, network_forward, temporal_basis
@@ -193,9 +194,9 @@ class GaussianDiffusion:
         log_pi = to_host(standard_normal_logpdf(x0))                     # log pi(x0), eq. (4): L_null terms
         gain = K - log_pi                                                 # paired, for its standard error
         out = {"K_nats": float(K.mean()), "K_bits": float(K.mean()) / LN2,
-               "K_bits_stderr": _stderr(K) / LN2, "L_null_bits": float(log_pi.mean()) / LN2,
+               "K_bits_stderr": standard_error(K) / LN2, "L_null_bits": float(log_pi.mean()) / LN2,
                "K_minus_L_null_bits": float(gain.mean()) / LN2,
-               "K_minus_L_null_bits_stderr": _stderr(gain) / LN2,
+               "K_minus_L_null_bits_stderr": standard_error(gain) / LN2,
                "kl_bits_by_t": to_host(res["kl_by_t"]) / LN2, "K_per_example_nats": K, "n_eps": n_eps}
         out.update({k + "_bits": res[k] / LN2 for k in ("H_q_T", "H_q_1", "H_p_T")})
         return out
@@ -207,8 +208,3 @@ class GaussianDiffusion:
         xp, _ = self._backend(params)
         return p_sample_loop(self.predict(params), n, self.cfg.net.D, self.tables(params)[0],
                              self.cfg.param, rng, trajectory, xp)
-
-
-def _stderr(a):
-    """Standard error of the mean of a host array (NaN for fewer than two values)."""
-    return float(a.std(ddof=1) / math.sqrt(a.size)) if a.size > 1 else float("nan")
