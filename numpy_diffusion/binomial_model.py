@@ -94,16 +94,17 @@ class BinomialDiffusion:
                     params[name] *= SIGMOID_GAIN
         return params
 
-    def logits_forward(self, params, xt, t, net_cfg=None):
+    def logits_forward(self, params, xt, t, net_cfg=None, workspace=None):
         """``lam_p = z(x_t, t) + logit T_pi(x_{t-1} = 1 | x_t; beta_t)``; returns ``(lam_p, cache)``.
 
-        ``net_cfg`` overrides the network's configuration (see :meth:`per_step_params`).
+        ``net_cfg`` overrides the network's configuration (see :meth:`per_step_params`);
+        ``workspace`` is passed to the network (:mod:`~numpy_diffusion.workspace`).
         """
         net_cfg = net_cfg or self.net_cfg
         dtype = params["readout.W"].dtype
         x_in = (2 * xt - 1).astype(dtype)                              # bits as -1/+1: same family
         G = None if net_cfg.basis == "identity" else self._basis(array_module(xt), dtype)
-        z, cache = network_forward(params, x_in, t, net_cfg, G)
+        z, cache = network_forward(params, x_in, t, net_cfg, G, workspace)
         return z + forward_logit(xt, t, self._sched(array_module(xt))).astype(dtype), cache
 
     def per_step_params(self, params):
@@ -135,16 +136,17 @@ class BinomialDiffusion:
             if not bool(((t >= 2) & (t <= self.T)).all()):
                 raise ValueError(f"every t must be a step in 2..{self.T} (the learned steps)")
 
-    def loss_and_grads(self, params, x0, t, u, weights):
-        """``-K_hat`` (nats per sequence, float) and its gradients, for given ``t``, noise ``u`` (N, D) and ``weights`` (N,)."""
+    def loss_and_grads(self, params, x0, t, u, weights, workspace=None):
+        """``-K_hat`` (nats per sequence, float) and its gradients, for given ``t``, noise ``u`` (N, D)
+        and ``weights`` (N,); ``workspace`` as in :meth:`GaussianDiffusion.loss_and_grads`."""
         self._check(x0, t)
         check_same_rows(x0=x0, t=t, u=u, weights=weights)
         sched = self._sched(array_module(x0))
         xt = q_sample(x0, t, u, sched)                                 # frozen noise
-        lam_p, net_cache = self.logits_forward(params, xt, t)
+        lam_p, net_cache = self.logits_forward(params, xt, t, workspace=workspace)
         loss, cache = neg_bound_forward(lam_p, x0, xt, t, weights, sched)
         dlam = neg_bound_backward(1.0, cache).astype(lam_p.dtype)      # d(-K_hat)/d lam_p   (N, D)
-        grads, _ = network_backward(dlam, net_cache)                   # d lam_p/d z = 1
+        grads, _ = network_backward(dlam, net_cache, True, workspace)  # d lam_p/d z = 1
         return float(loss), grads
 
     def draw_t(self, rng, N):
@@ -154,12 +156,16 @@ class BinomialDiffusion:
         slot = (numpy.arange(N) + rng.random(N)) / N                     # one draw per slice of [0, 1)
         return 2 + numpy.minimum((slot * (self.T - 1)).astype(numpy.int64), self.T - 2)
 
+    def draw(self, rng, N):
+        """``(t, u, weights)`` for a batch: steps from :meth:`draw_t` (weight ``T - 1``) and
+        uniform noise ``u`` (N, D); host arrays."""
+        t = self.draw_t(rng, N)
+        return t, rng.random((N, self.D)), numpy.full(N, float(self.T - 1))
+
     def loss_and_grads_random(self, params, x0, rng):
-        """Unbiased ``-K_hat``: each example its own ``t`` (:meth:`draw_t`, weight ``T - 1``) and noise."""
-        xp, N = array_module(x0), x0.shape[0]
-        t = xp.asarray(self.draw_t(rng, N))
-        u = xp.asarray(rng.random((N, self.D)))
-        return self.loss_and_grads(params, x0, t, u, xp.full(N, float(self.T - 1)))
+        """Unbiased ``-K_hat``: :meth:`loss_and_grads` on a batch from :meth:`draw`."""
+        xp = array_module(x0)
+        return self.loss_and_grads(params, x0, *(xp.asarray(a) for a in self.draw(rng, x0.shape[0])))
 
     def evaluate(self, params, x0, rng, n_eps=1):
         """Held-out bound in bits per sequence, every ``t`` summed exactly (eq. (14)).

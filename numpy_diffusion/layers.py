@@ -4,12 +4,17 @@ Every layer is two functions: ``*_forward(...) -> (out, cache)`` and
 ``*_backward(dout, cache) -> gradients``.  The cache holds exactly what the
 backward pass needs; nothing is stored anywhere else.  Shapes are given at the
 end of the line; ``N`` is the batch size.  A layer keeps the dtype it is given.
+
+``ws`` (optional, last) is a :class:`~numpy_diffusion.workspace.Workspace`: the
+layer's large outputs are written into its arrays instead of fresh ones, so that
+a training loop allocates nothing big after its first step.
 """
 from .backend import array_module
 from .validation import check_choice
+from .workspace import empty
 
 
-def linear_forward(x, W, b):
+def linear_forward(x, W, b, ws=None):
     """Affine map ``out = x W + b``.
 
     Parameters
@@ -26,32 +31,39 @@ def linear_forward(x, W, b):
     if x.ndim != 2 or W.ndim != 2 or x.shape[1] != W.shape[0] or b.shape != W.shape[1:]:
         raise ValueError(f"linear layer: x {tuple(x.shape)}, W {tuple(W.shape)}, b {tuple(b.shape)} "
                          "do not fit; need x (N, I), W (I, O), b (O,)")
-    out = x @ W                                       # (N, O)
+    xp = array_module(x)
+    out = empty(ws, xp, (x.shape[0], W.shape[1]), xp.result_type(x, W))
+    xp.matmul(x, W, out=out)                          # (N, O)
     out += b
     return out, (x, W)
 
 
-def linear_backward(dout, cache, need_dx=True):
+def linear_backward(dout, cache, need_dx=True, ws=None):
     """Gradients of the affine map: returns ``(dx, dW, db)``; ``dx`` is ``None``
     when ``need_dx`` is false (a first layer whose input needs no gradient)."""
     x, W = cache
-    dx = dout @ W.T if need_dx else None              # d(xW)/dx = W      (N, I)
+    xp, dx = array_module(dout), None
+    if need_dx:
+        dx = empty(ws, xp, x.shape, xp.result_type(dout, W))
+        xp.matmul(dout, W.T, out=dx)                  # d(xW)/dx = W      (N, I)
     dW = x.T @ dout                                   # d(xW)/dW = x      (I, O)
     db = dout.sum(axis=0)                             # d(b)/db = 1       (O,)
     return dx, dW, db
 
 
-def tanh_forward(x):
+def tanh_forward(x, ws=None):
     """``tanh(x)``; caches the output, since ``tanh' = 1 - tanh^2``."""
-    out = array_module(x).tanh(x)
+    xp = array_module(x)
+    out = xp.tanh(x, out=empty(ws, xp, x.shape, x.dtype))
     return out, out
 
 
-def tanh_backward(dout, cache):
+def tanh_backward(dout, cache, ws=None):
     """``dx = dout * (1 - tanh(x)^2)``."""
     out = cache
-    dx = out * out
-    array_module(dx).subtract(1, dx, out=dx)          # tanh' = 1 - tanh^2, in place
+    xp = array_module(out)
+    dx = xp.multiply(out, out, out=empty(ws, xp, out.shape, out.dtype))
+    xp.subtract(1, dx, out=dx)                        # tanh' = 1 - tanh^2, in place
     dx *= dout
     return dx
 
@@ -64,13 +76,14 @@ def sigmoid(x):
     return xp.where(x >= 0, 1, e) / (1 + e)          # 1/(1+e^-x) or e^x/(1+e^x)
 
 
-def sigmoid_forward(x):
-    """``sigma(x)``; caches the output, since ``sigma' = sigma (1 - sigma)``."""
+def sigmoid_forward(x, ws=None):
+    """``sigma(x)``; caches the output, since ``sigma' = sigma (1 - sigma)``.
+    (``ws`` is accepted for a uniform interface; this layer allocates.)"""
     out = sigmoid(x)
     return out, out
 
 
-def sigmoid_backward(dout, cache):
+def sigmoid_backward(dout, cache, ws=None):
     """``dx = dout * sigma(x) (1 - sigma(x))``."""
     out = cache
     return dout * out * (1 - out)                     # sigma' = sigma (1 - sigma)
@@ -82,29 +95,29 @@ def softplus(x):
     return xp.maximum(x, 0) + xp.log1p(xp.exp(-xp.abs(x)))
 
 
-def softplus_forward(x):
-    """``softplus(x)``; caches ``x``, since ``softplus' = sigma``."""
+def softplus_forward(x, ws=None):
+    """``softplus(x)``; caches ``x``, since ``softplus' = sigma``.  (Allocates; ``ws`` unused.)"""
     return softplus(x), x
 
 
-def softplus_backward(dout, cache):
+def softplus_backward(dout, cache, ws=None):
     """``dx = dout * sigma(x)``."""
     return dout * sigmoid(cache)                      # softplus' = sigma
 
 
-def leaky_relu_forward(x, slope=0.01):
-    """``x`` where positive, ``slope * x`` elsewhere; caches the local slope."""
+def leaky_relu_forward(x, ws=None, slope=0.01):
+    """``x`` where positive, ``slope * x`` elsewhere; caches the local slope.  (Allocates; ``ws`` unused.)"""
     xp = array_module(x)
     local = xp.where(x > 0, 1, slope).astype(x.dtype)
     return x * local, local
 
 
-def leaky_relu_backward(dout, cache):
+def leaky_relu_backward(dout, cache, ws=None):
     """``dx = dout * (1 if x > 0 else slope)``."""
     return dout * cache                               # piecewise-constant derivative
 
 
-def fourier_forward(x, B):
+def fourier_forward(x, B, ws=None):
     """Fourier features ``[x, sin(x B), cos(x B)]`` (Tancik et al. 2020; not in the paper).
 
     A fixed random ``B`` with large entries gives the network sinusoids of
@@ -127,20 +140,24 @@ def fourier_forward(x, B):
                          "need x (N, D), B (D, F)")
     xp = array_module(x)
     D, F = B.shape
-    z = x @ B                                          # (N, F)
-    out = xp.empty((x.shape[0], D + 2 * F), dtype=xp.result_type(x, B))
+    dtype = xp.result_type(x, B)
+    z = xp.matmul(x, B, out=empty(ws, xp, (x.shape[0], F), dtype))           # (N, F)
+    out = empty(ws, xp, (x.shape[0], D + 2 * F), dtype)
     out[:, :D] = x
     s, c = xp.sin(z, out=out[:, D:D + F]), xp.cos(z, out=out[:, D + F:])   # written in place
     return out, (x, B, s, c)
 
 
-def fourier_backward(dout, cache):
-    """Gradients of the Fourier features: returns ``(dx, dB)``."""
+def fourier_backward(dout, cache, ws=None, need_dB=True):
+    """Gradients of the Fourier features: returns ``(dx, dB)``; ``dB`` is ``None`` when
+    ``need_dB`` is false (fixed frequencies)."""
     x, B, s, c = cache
     D, F = B.shape
-    dz = dout[:, D:D + F] * c - dout[:, D + F:] * s    # sin' = cos, cos' = -sin   (N, F)
+    xp = array_module(dout)
+    dz = xp.multiply(dout[:, D:D + F], c, out=empty(ws, xp, c.shape, c.dtype))    # sin' = cos
+    dz -= xp.multiply(dout[:, D + F:], s, out=empty(ws, xp, s.shape, s.dtype))   # cos' = -sin  (N, F)
     dx = dout[:, :D] + dz @ B.T                        # identity part + d(xB)/dx = B
-    dB = x.T @ dz                                      # d(xB)/dB = x              (D, F)
+    dB = x.T @ dz if need_dB else None                 # d(xB)/dB = x              (D, F)
     return dx, dB
 
 

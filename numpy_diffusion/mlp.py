@@ -48,21 +48,22 @@ def n_layers(params, prefix="mlp."):
     return i
 
 
-def mlp_forward(params, x, activation="tanh", activate_last=False, prefix="mlp."):
-    """Forward pass.  ``x`` has shape (N, sizes[0]); returns ``(out, cache)``, out (N, sizes[-1])."""
+def mlp_forward(params, x, activation="tanh", activate_last=False, prefix="mlp.", ws=None):
+    """Forward pass.  ``x`` has shape (N, sizes[0]); returns ``(out, cache)``, out (N, sizes[-1]).
+    ``ws``: an optional :class:`~numpy_diffusion.workspace.Workspace` for the layers' outputs."""
     act_forward, _ = get_activation(activation)
     L = n_layers(params, prefix)
     caches = []
     for i in range(L):
-        x, lin_cache = linear_forward(x, params[f"{prefix}W{i}"], params[f"{prefix}b{i}"])
+        x, lin_cache = linear_forward(x, params[f"{prefix}W{i}"], params[f"{prefix}b{i}"], ws)
         act_cache = None
         if i < L - 1 or activate_last:
-            x, act_cache = act_forward(x)
+            x, act_cache = act_forward(x, ws)
         caches.append((lin_cache, act_cache))
     return x, (caches, activation, prefix)
 
 
-def mlp_backward(dout, cache, need_dx=True):
+def mlp_backward(dout, cache, need_dx=True, ws=None):
     """Backward pass: returns ``(grads, dx)``, grads keyed like the parameters.
     With ``need_dx`` false the input gradient (one GEMM) is skipped and ``dx`` is ``None``."""
     caches, activation, prefix = cache
@@ -71,7 +72,7 @@ def mlp_backward(dout, cache, need_dx=True):
     for i in reversed(range(len(caches))):
         lin_cache, act_cache = caches[i]
         if act_cache is not None:
-            dout = act_backward(dout, act_cache)
+            dout = act_backward(dout, act_cache, ws)
         dout, grads[f"{prefix}W{i}"], grads[f"{prefix}b{i}"] = linear_backward(
-            dout, lin_cache, need_dx=need_dx or i > 0)
+            dout, lin_cache, need_dx or i > 0, ws)
     return grads, dout

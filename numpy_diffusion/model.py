@@ -133,7 +133,7 @@ class GaussianDiffusion:
         return x0, t, to_device(eps, xp).astype(xp.float64, copy=False), \
             to_device(weights, xp).astype(xp.float64, copy=False)
 
-    def loss_and_grads(self, params, x0, t, eps, weights):
+    def loss_and_grads(self, params, x0, t, eps, weights, workspace=None):
         """Loss ``-mean(K_hat)`` (nats per data point, a float) and its gradient, grads keyed like params.
 
         Parameters
@@ -143,16 +143,18 @@ class GaussianDiffusion:
         t : int ndarray of shape (N,), values in ``2..T``
         eps : ndarray of shape (N, D), frozen noise
         weights : ndarray of shape (N,), ``1 / P(t_n)`` (``T - 1`` for uniform ``t``)
+        workspace : Workspace, optional, reused by the network from call to call
+            (:mod:`~numpy_diffusion.workspace`); the returned grads may live in it.
         """
         x0, t, eps, weights = self._check_batch(params, x0, t, eps, weights)
         xp, dtype = self._backend(params)
         tables, s_cache = self.tables(params)
         xt = q_sample(x0, t, eps, tables)                                 # §2.4.1, frozen eps
         z, n_cache = network_forward(params, xt.astype(dtype, copy=False), t, self.cfg.net,
-                                     self._basis(xp, dtype))
+                                     self._basis(xp, dtype), workspace)
         loss, b_cache = bound_forward(z, x0, xt, t, eps, weights, tables, self.cfg.param)
         dz, dxt, dtables = bound_backward(1.0, b_cache)
-        grads, dxt_net = network_backward(dz, n_cache, need_dxt=self.cfg.schedule.learn)
+        grads, dxt_net = network_backward(dz, n_cache, self.cfg.schedule.learn, workspace)
         if self.cfg.schedule.learn:                                       # beta through x_t too
             dtables = add_grads(dtables, bound_xt_backward(dxt + dxt_net, b_cache))
             dw = schedule_backward(tables_backward(dtables, tables), s_cache)

@@ -112,7 +112,7 @@ def init_network(cfg, rng, dtype=numpy.float64):
     return params
 
 
-def network_forward(params, xt, t, cfg, G):
+def network_forward(params, xt, t, cfg, G, ws=None):
     """``z = net(x_t, t)``.
 
     Parameters
@@ -123,6 +123,9 @@ def network_forward(params, xt, t, cfg, G):
     cfg : NetConfig
     G : ndarray of shape (T + 1, J), from :func:`temporal_basis` (unused by
         the identity basis, which gathers each example's step instead).
+    ws : Workspace, optional
+        Arrays for the large intermediates, reused from step to step
+        (:mod:`~numpy_diffusion.workspace`); ``None`` allocates afresh.
 
     Returns
     -------
@@ -134,35 +137,38 @@ def network_forward(params, xt, t, cfg, G):
     if cfg.net == "mlp":
         feats, fourier_cache = xt, None
         if cfg.fourier:
-            feats, fourier_cache = fourier_forward(xt, params["trunk.fourier_B"])
-        h, mlp_cache = mlp_forward(params, feats, cfg.activation, activate_last=True, prefix="trunk.")
+            feats, fourier_cache = fourier_forward(xt, params["trunk.fourier_B"], ws)
+        h, mlp_cache = mlp_forward(params, feats, cfg.activation, True, "trunk.", ws)
         trunk_cache = (fourier_cache, mlp_cache)
     else:
         h, trunk_cache = rbf_forward(xt, params["trunk.centres"], params["trunk.log_width"])
     if cfg.basis == "identity":
         z, read_cache = step_readout_forward(h, t, params["readout.W"], params["readout.b"])
     else:
-        z, read_cache = readout_forward(h, t, params["readout.W"], params["readout.b"], G)
+        z, read_cache = readout_forward(h, t, params["readout.W"], params["readout.b"], G, ws)
     return z, (trunk_cache, read_cache, cfg)
 
 
-def network_backward(dz, cache, need_dxt=True):
+def network_backward(dz, cache, need_dxt=True, ws=None):
     """Backward pass: returns ``(grads, dxt)``; ``dxt`` (N, D) feeds the gradient
     with respect to the diffusion rates through ``x_t`` (§2.4.1).
 
     With ``need_dxt`` false (a fixed schedule) the MLP trunk skips the gradient
     with respect to its input, one GEMM of the first layer, and the Fourier
     layer's backward unless its frequencies are learned; ``dxt`` may then be ``None``.
+    ``ws`` is the forward pass's workspace, if it had one.
     """
     trunk_cache, read_cache, cfg = cache
-    read_backward = step_readout_backward if cfg.basis == "identity" else readout_backward
-    dh, dW, db = read_backward(dz, read_cache)
+    if cfg.basis == "identity":
+        dh, dW, db = step_readout_backward(dz, read_cache)
+    else:
+        dh, dW, db = readout_backward(dz, read_cache, ws)
     if cfg.net == "mlp":
         fourier_cache, mlp_cache = trunk_cache
         learn_B = fourier_cache is not None and cfg.fourier_learned
-        grads, dxt = mlp_backward(dh, mlp_cache, need_dx=need_dxt or learn_B)
+        grads, dxt = mlp_backward(dh, mlp_cache, need_dxt or learn_B, ws)
         if fourier_cache is not None:
-            dxt, grads["trunk.fourier_B"] = _fourier_grads(dxt, fourier_cache, learn_B)
+            dxt, grads["trunk.fourier_B"] = _fourier_grads(dxt, fourier_cache, learn_B, ws)
     else:
         dxt, dc, dlw = rbf_backward(dh, trunk_cache)
         grads = {"trunk.centres": dc, "trunk.log_width": dlw}
@@ -170,10 +176,8 @@ def network_backward(dz, cache, need_dxt=True):
     return grads, dxt
 
 
-def _fourier_grads(dfeats, cache, learn_B):
+def _fourier_grads(dfeats, cache, learn_B, ws=None):
     """``(dxt, dB)`` through the Fourier features; ``dB`` is zero for fixed frequencies,
     and with no upstream gradient (``dfeats is None``) nothing is computed."""
-    if dfeats is None:
-        return None, array_module(cache[1]).zeros_like(cache[1])
-    dxt, dB = fourier_backward(dfeats, cache)
-    return dxt, dB if learn_B else 0 * dB
+    dxt, dB = (None, None) if dfeats is None else fourier_backward(dfeats, cache, ws, learn_B)
+    return dxt, dB if learn_B else array_module(cache[1]).zeros_like(cache[1])

@@ -14,6 +14,7 @@ import numpy
 
 from .backend import array_module, to_host
 from .validation import check_positive_int
+from .workspace import empty
 
 
 def bump_basis(T, J, width=None, dtype=numpy.float64):
@@ -39,7 +40,7 @@ def identity_basis(T, dtype=numpy.float64):
     return G
 
 
-def readout_forward(h, t, W, b, G):
+def readout_forward(h, t, W, b, G, ws=None):
     """Per-example time-dependent readout.
 
     Parameters
@@ -53,6 +54,7 @@ def readout_forward(h, t, W, b, G):
     b : ndarray of shape (J, O)
     G : ndarray of shape (T + 1, J)
         Temporal basis, row ``t`` is ``g(t)``.
+    ws : Workspace, optional, for the ``(N, J O)`` products ``h W``.
 
     Returns
     -------
@@ -65,13 +67,16 @@ def readout_forward(h, t, W, b, G):
         raise ValueError(f"readout: h {tuple(h.shape)}, t {tuple(t.shape)}, W {tuple(W.shape)}, "
                          f"b {tuple(b.shape)}, G {tuple(G.shape)} do not fit; need h (N, H), "
                          "t (N,), W (H, J, O), b (J, O), G (T+1, J)")
+    xp = array_module(h)
     g = G[t]                                                          # g_j(t_n)      (N, J)
-    hW = (h @ W.reshape(H, J * O)).reshape(-1, J, O)                  # h_n W_j       (N, J, O)
-    out = (g[:, :, None] * hW).sum(1) + g @ b                         # eq. (62)      (N, O)
+    hW = empty(ws, xp, (h.shape[0], J * O), xp.result_type(h, W))
+    xp.matmul(h, W.reshape(H, J * O), out=hW)                         # h_n W_j       (N, J*O)
+    hW = hW.reshape(-1, J, O)
+    out = xp.matmul(g[:, None, :], hW)[:, 0] + g @ b                  # eq. (62): sum_j g_j (h W_j + b_j)  (N, O)
     return out, (h, W, g)
 
 
-def readout_backward(dout, cache):
+def readout_backward(dout, cache, ws=None):
     """Gradients of the readout: returns ``(dh, dW, db)``.
 
     The weight gradient is one GEMM over the outer product ``g(t_n) dout_n``,
@@ -79,9 +84,12 @@ def readout_backward(dout, cache):
     """
     h, W, g = cache
     H, J, O = W.shape
-    dhW = (g[:, :, None] * dout[:, None, :]).reshape(-1, J * O)       # d out/d(hW_j) = g_j  (N, J*O)
+    xp = array_module(h)
+    dhW = empty(ws, xp, (h.shape[0], J, O), xp.result_type(g, dout))
+    xp.matmul(g[:, :, None], dout[:, None, :], out=dhW)               # d out/d(hW_j) = g_j, an outer product  (N, J, O)
+    dhW = dhW.reshape(-1, J * O)
     dW = (h.T @ dhW).reshape(H, J, O)                                 # (H, J, O)
-    dh = dhW @ W.reshape(H, J * O).T                                  # (N, H)
+    dh = xp.matmul(dhW, W.reshape(H, J * O).T, out=empty(ws, xp, h.shape, h.dtype))   # (N, H)
     db = g.T @ dout                                                   # (J, O)
     return dh, dW, db
 

@@ -3,25 +3,35 @@
 The loop is model-agnostic.  A model is any object with
 
 - ``init_params(rng, dtype) -> dict`` of host arrays,
-- ``loss_and_grads_random(params, x0, rng) -> (loss, grads)``: ``loss`` is the
-  minibatch estimate of ``-K`` in nats per example, ``grads`` a dict keyed
-  like ``params``,
+- ``draw(rng, N) -> tuple`` of host arrays, each with ``N`` rows: the random
+  part of a minibatch other than the data (time steps, noise, weights),
+- ``loss_and_grads(params, x0, *drawn, workspace=None) -> (loss, grads)``:
+  ``loss`` is the minibatch estimate of ``-K`` in nats per example (a mean over
+  the rows), ``grads`` a dict keyed like ``params``; ``workspace`` is a
+  :class:`~numpy_diffusion.workspace.Workspace` the model may keep its large
+  arrays in from step to step,
 - ``config() -> dict`` (JSON-able) and ``from_config(dict)``.
 
 One seed makes one ``numpy.random.Generator``, which draws the data, the time
 steps and the noise in a fixed order; its state is saved in the checkpoint,
 so a run resumed from a checkpoint continues exactly as if uninterrupted.
+On the CPU a step may run its batch as several shards in threads
+(:mod:`parallel`); the shard count is part of the config, so it too is fixed
+for a run.
 The library never prints: pass ``callback`` to see progress.
 """
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, replace
 
 import numpy
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .optim import Adam, ParamVector, cosine_lr
+from .parallel import auto_shards, blas_threads, shard_slices
+from .workspace import Workspace
 from .validation import check_choice, check_positive_int
 
 
@@ -45,6 +55,8 @@ class TrainConfig:
     dtype : str              ``'float32'`` or ``'float64'`` for the network and Adam.
     ema_decay : float        decay of an exponential moving average of the
                              parameters used for evaluation and sampling (0: off).
+    shards : int             threads a step splits its batch over (:mod:`parallel`);
+                             0: chosen by the trainer (one per core on NumPy, 1 on CuPy).
     """
     steps: int = 20_000
     batch_size: int = 1024
@@ -55,10 +67,14 @@ class TrainConfig:
     seed: int = 0
     dtype: str = "float32"
     ema_decay: float = 0.0
+    shards: int = 0
 
     def __post_init__(self):
         check_positive_int("steps", self.steps, 0)
         check_positive_int("batch_size", self.batch_size)
+        check_positive_int("shards", self.shards, 0)
+        if self.shards > self.batch_size:
+            raise ValueError(f"shards ({self.shards}) must not exceed batch_size ({self.batch_size})")
         check_positive_int("warmup", self.warmup, 0)
         check_choice("lr_schedule", self.lr_schedule, ("cosine", "constant"))
         check_choice("dtype", self.dtype, ("float32", "float64"))
@@ -86,7 +102,11 @@ class Trainer:
     """
 
     def __init__(self, model, data_fn, cfg, xp=numpy):
+        if cfg.shards == 0:
+            cfg = replace(cfg, shards=auto_shards(cfg.batch_size) if xp is numpy else 1)
         self.model, self.data_fn, self.cfg, self.xp = model, data_fn, cfg, xp
+        self._pool = None
+        self._workspaces = [Workspace(xp) for _ in range(cfg.shards)]       # one per shard
         self.rng = numpy.random.default_rng(cfg.seed)
         dtype = numpy.dtype(cfg.dtype)
         self.params = ParamVector.from_arrays(model.init_params(self.rng, dtype), xp, dtype)
@@ -103,12 +123,10 @@ class Trainer:
 
     def train_step(self):
         """One Adam step on a fresh minibatch; returns the minibatch loss (nats per example)."""
-        x0 = self.xp.asarray(self.data_fn(self.cfg.batch_size, self.rng))
-        with numpy.errstate(over="ignore", invalid="ignore", divide="ignore"):   # checked just below
-            loss, grads = self.model.loss_and_grads_random(self.params.views, x0, self.rng)
-        loss = float(loss)
-        for name, g in grads.items():
-            self.grads[name][...] = g
+        N = self.cfg.batch_size
+        x0 = self.data_fn(N, self.rng)
+        batch = tuple(self.xp.asarray(a) for a in (x0, *self.model.draw(self.rng, N)))
+        loss = self.loss_and_grads(batch)
         if not (math.isfinite(loss) and bool(self.xp.isfinite(self.grads.flat).all())):
             what = "loss" if not math.isfinite(loss) else "gradient"
             raise TrainingDiverged(f"training diverged at step {self.step + 1}: the {what} is not "
@@ -121,6 +139,37 @@ class Trainer:
         self.step += 1
         self.losses.append((self.step, loss))
         return loss
+
+    def loss_and_grads(self, batch):
+        """The loss of ``batch = (x0, *model.draw(rng, N))`` at the current parameters;
+        its gradient goes into ``self.grads``.  With several shards, each runs in a
+        thread of its own and the results are weighted by shard size (:mod:`parallel`)."""
+        slices = shard_slices(len(batch[0]), self.cfg.shards)
+        parts = [tuple(a[s] for a in batch) for s in slices]
+        if len(parts) == 1:
+            results = [self._shard_loss(parts[0], self._workspaces[0])]
+        else:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(len(parts), thread_name_prefix="numpy_diffusion-shard")
+            with blas_threads(1):
+                results = list(self._pool.map(self._shard_loss, parts, self._workspaces))
+        loss = 0.0
+        for k, ((shard_loss, grads), s) in enumerate(zip(results, slices)):
+            w = (s.stop - s.start) / len(batch[0])                  # the loss is a mean over rows
+            loss += w * shard_loss
+            for name, g in grads.items():
+                into = self.grads[name]
+                if k == 0:
+                    into[...] = g if len(parts) == 1 else w * g
+                else:
+                    into += w * g
+        return loss
+
+    def _shard_loss(self, part, workspace):
+        workspace.start()
+        with numpy.errstate(over="ignore", invalid="ignore", divide="ignore"):   # checked by train_step
+            loss, grads = self.model.loss_and_grads(self.params.views, *part, workspace=workspace)
+        return float(loss), grads
 
     def run(self, until=None, callback=None, every=100):
         """Train up to step ``until`` (default ``cfg.steps``), calling ``callback(self)``

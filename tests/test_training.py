@@ -19,8 +19,10 @@ class MeanModel:
     def init_params(self, rng, dtype):
         return {"m": rng.standard_normal(3).astype(dtype)}
 
-    def loss_and_grads_random(self, params, x0, rng):
-        noise = rng.standard_normal(x0.shape) * 0.01
+    def draw(self, rng, N):
+        return (rng.standard_normal((N, 3)) * 0.01,)
+
+    def loss_and_grads(self, params, x0, noise, workspace=None):
         r = params["m"] - (x0 + noise)
         return 0.5 * float((r * r).sum(1).mean()), {"m": r.mean(0)}
 

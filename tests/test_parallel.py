@@ -1,0 +1,122 @@
+"""Sharded training steps (:mod:`parallel`) and reused arrays (:mod:`workspace`).
+
+A step split over threads must compute the whole batch's loss and gradient (up
+to rounding, in float64 to 1e-12), a fixed shard count must reproduce a run bit
+for bit, and a workspace must change nothing but where the arrays live.
+"""
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+from numpy_diffusion.datasets import swiss_roll
+from numpy_diffusion.model import GaussianDiffusion, ModelConfig
+from numpy_diffusion.network import NetConfig
+from numpy_diffusion.parallel import auto_shards, blas_control, blas_threads, shard_slices
+from numpy_diffusion.schedule import ScheduleConfig
+from numpy_diffusion.training import TrainConfig, Trainer
+from numpy_diffusion.workspace import Workspace
+
+
+def swiss_model():
+    """The default model's shape, small: Fourier features, bump readout, learned schedule."""
+    sched = ScheduleConfig(T=10, beta_1=1e-7, baseline="logsnr", learn=True, learned_form="decrements")
+    return GaussianDiffusion(ModelConfig(net=NetConfig(T=10, hidden=(16, 16), n_bumps=4, fourier=8,
+                                                       fourier_scale=3.0), schedule=sched))
+
+
+def trainer(shards, dtype="float64", batch=64, seed=0):
+    cfg = TrainConfig(steps=10, batch_size=batch, seed=seed, dtype=dtype, shards=shards, warmup=0)
+    return Trainer(swiss_model(), lambda n, rng: swiss_roll(n, rng), cfg)
+
+
+@given(N=st.integers(1, 500), shards=st.integers(1, 9))
+def test_shard_slices_cover_the_batch_evenly(N, shards):
+    slices = shard_slices(N, shards)
+    sizes = [s.stop - s.start for s in slices]
+    assert len(slices) == shards and slices[0].start == 0 and slices[-1].stop == N
+    assert all(a.stop == b.start for a, b in zip(slices[:-1], slices[1:]))
+    assert max(sizes) - min(sizes) <= 1
+
+
+@pytest.mark.parametrize("shards", [2, 3, 7])
+def test_sharded_loss_and_gradient_equal_the_whole_batch(shards):
+    """Uneven shards too (64 rows in 3 or 7): each is weighted by its size."""
+    whole, split = trainer(1), trainer(shards)
+    moved = whole.params.flat + 0.1 * np.random.default_rng(5).standard_normal(whole.params.flat.shape)
+    whole.params.flat[...] = split.params.flat[...] = moved     # off the zero readout: all paths carry gradient
+    rng = np.random.default_rng(1)
+    batch = (swiss_roll(64, rng), *whole.model.draw(rng, 64))
+    loss_whole, loss_split = whole.loss_and_grads(batch), split.loss_and_grads(batch)
+    assert loss_split == pytest.approx(loss_whole, rel=1e-12)
+    np.testing.assert_allclose(split.grads.flat, whole.grads.flat, rtol=1e-10, atol=1e-13)
+    assert np.abs(whole.grads.flat).max() > 1e-3
+
+
+def test_a_sharded_run_is_reproducible_bit_for_bit():
+    a, b = trainer(2, "float32", seed=3), trainer(2, "float32", seed=3)
+    a.run(), b.run()
+    assert np.array_equal(a.params.flat, b.params.flat) and a.losses == b.losses
+
+
+def test_shard_count_is_resolved_and_saved(tmp_path):
+    t = trainer(0, batch=64)
+    assert t.cfg.shards == auto_shards(64) >= 1
+    t.run(until=2)
+    t.save(tmp_path / "ck.npz")
+    resumed, config = Trainer.resume(tmp_path / "ck.npz", lambda d: GaussianDiffusion(ModelConfig.from_dict(d)),
+                                     lambda n, rng: swiss_roll(n, rng))
+    assert config["train"]["shards"] == resumed.cfg.shards == t.cfg.shards
+
+
+def test_shard_config_errors():
+    with pytest.raises(ValueError, match="shards must be an integer >= 0, got -1"):
+        TrainConfig(shards=-1)
+    with pytest.raises(ValueError, match=r"shards \(9\) must not exceed batch_size \(8\)"):
+        TrainConfig(batch_size=8, shards=9)
+
+
+def test_auto_shards_is_one_per_core_and_never_tiny():
+    assert auto_shards(1) == 1
+    assert auto_shards(10 ** 6) <= 8
+    assert auto_shards(1023) == 1 and auto_shards(4096) >= 1
+
+
+@pytest.mark.skipif(blas_control() is None, reason="BLAS threads cannot be controlled here")
+def test_blas_threads_are_held_and_restored():
+    get, set_ = blas_control()
+    before = get()
+    with blas_threads(1):
+        assert get() == 1
+    assert get() == before
+
+
+def test_workspace_changes_nothing_but_where_arrays_live():
+    """The same loss and gradients, bit for bit, and the second step allocates nothing."""
+    model = swiss_model()
+    rng = np.random.default_rng(2)
+    params = {k: v + 0.1 * rng.standard_normal(v.shape).astype(v.dtype)
+              for k, v in model.init_params(rng, np.float32).items()}
+    x0 = swiss_roll(50, rng)
+    drawn = model.draw(rng, 50)
+    loss, grads = model.loss_and_grads(params, x0, *drawn)
+    ws = Workspace(np)
+    for step in range(2):
+        ws.start()
+        loss_ws, grads_ws = model.loss_and_grads(params, x0, *drawn, workspace=ws)
+        assert loss_ws == loss
+        assert all(np.array_equal(grads_ws[k], grads[k]) for k in grads)
+        if step == 0:
+            held = [id(a) for a in ws.arrays]
+    assert [id(a) for a in ws.arrays] == held and ws.nbytes > 0
+
+
+def test_workspace_remakes_an_array_whose_shape_changed():
+    ws = Workspace(np)
+    a = ws.empty((4, 3), np.float32)
+    ws.start()
+    assert ws.empty((4, 3), np.float32) is a
+    ws.start()
+    b = ws.empty((5, 3), np.float32)
+    assert b.shape == (5, 3) and b is not a
+    ws.start()
+    assert ws.empty((5, 3), np.float64).dtype == np.float64
