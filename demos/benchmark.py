@@ -5,8 +5,10 @@
     python demos/benchmark.py --backend cupy    # the same on a GPU
 
 A training step is what :meth:`Trainer.train_step` does: draw data, ``t`` and ``eps``,
-forward, bound, backward, Adam.  ``ms_per_step`` is the median over the timed steps
-after a warm-up.  Each line carries the architecture, so the same model can be built
+forward, bound, backward (split over ``shards`` threads, see ``numpy_diffusion/parallel.py``),
+Adam.  ``page_faults_per_step`` counts the timed steps' minor page faults (0 once a
+step's arrays are reused, see ``numpy_diffusion/workspace.py``).  ``ms_per_step`` is
+the median over the timed steps after a warm-up.  Each line carries the architecture, so the same model can be built
 elsewhere, and the step's GEMM arithmetic: ``gemm_flops_per_example`` counts only the
 matrix products a step needs, and ``gemm_fraction`` is the rate they run at over the
 machine's own float32 matmul rate, measured in the same run (``what: "matmul"``).
@@ -42,6 +44,8 @@ def parse_args(argv=None):
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="network precision")
     p.add_argument("--batches", type=int, nargs="+", default=list(BATCHES), help="training batch sizes")
     p.add_argument("--steps", type=int, default=30, help="timed training steps per batch size")
+    p.add_argument("--shards", type=int, default=0,
+                   help="threads a step splits its batch over (0: the trainer's choice, see parallel.py)")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first")
     p.add_argument("--n-samples", type=int, default=10_000, help="points to sample through all T steps")
     p.add_argument("--repeats", type=int, default=3, help="timed sampling runs (median)")
@@ -93,8 +97,9 @@ def gemm_flops_per_example(cfg):
     """Multiply-add FLOPs (2 per multiply-add) of the matrix products of one training step, per example.
 
     Forward: Fourier ``x B``, each trunk layer, the readout.  Backward: each layer's
-    ``dW`` and ``dx`` (the first layer's ``dx`` and the Fourier backward only when
-    the schedule or the frequencies are learned), the readout's ``dW`` and ``dh``.
+    ``dW`` and ``dx`` (the first layer's ``dx`` and the Fourier ``dx`` only when the
+    schedule or the frequencies are learned, ``dB`` only for learned frequencies),
+    the readout's ``dW`` and ``dh``.
     """
     net = cfg.net
     sizes = [net.D + 2 * net.fourier, *net.hidden]
@@ -106,7 +111,7 @@ def gemm_flops_per_example(cfg):
     forward = fourier + sum(layers) + readout
     backward = sum(layers) + sum(layers[1:]) + 2 * readout
     if need_input_grad:
-        backward += layers[0] + 2 * fourier
+        backward += layers[0] + fourier * (2 if net.fourier_learned else 1)     # dx; dB if B is learned
     return 2 * (forward + backward)
 
 
@@ -118,18 +123,23 @@ def matmul_gflops(xp, dtype, n, repeats):
     return 2 * n ** 3 / (ms * 1e6)
 
 
-def make_trainer(batch, xp, dtype="float32", seed=0):
+def make_trainer(batch, xp, dtype="float32", seed=0, shards=0):
     """A trainer of the default swiss-roll model, as ``demos/swiss_roll.py`` builds it."""
-    cfg = TrainConfig(steps=10 ** 9, batch_size=batch, dtype=dtype, seed=seed)
+    cfg = TrainConfig(steps=10 ** 9, batch_size=batch, dtype=dtype, seed=seed, shards=shards)
     return Trainer(GaussianDiffusion(model_config(demo_args([]))), lambda n, rng: swiss_roll(n, rng), cfg, xp)
 
 
 def bench_training(batch, args, xp, rate):
-    trainer = make_trainer(batch, xp, args.dtype)
-    ms = median_ms(trainer.train_step, xp, args.steps, args.warmup)
+    trainer = make_trainer(batch, xp, args.dtype, shards=args.shards)
+    for _ in range(args.warmup):
+        trainer.train_step()
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    ms = median_ms(trainer.train_step, xp, args.steps)
+    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / args.steps
     cfg = trainer.model.cfg
     flops = gemm_flops_per_example(cfg)
     return {"what": "train_step", "batch": batch, "ms_per_step": ms, "samples_per_s": batch / ms * 1e3,
+            "shards": trainer.cfg.shards, "page_faults_per_step": faults,
             "gemm_flops_per_example": flops, "gemm_gflops": flops * batch / (ms * 1e6),
             "gemm_fraction": flops * batch / (ms * 1e6) / rate, "n_params": int(trainer.params.flat.size),
             **architecture(cfg)}

@@ -34,6 +34,10 @@ def add_common_options(p, out, eval_every, eval_size, n_samples):
                    help="network and optimizer precision (the bound's tables are always float64)")
     p.add_argument("--backend", choices=("numpy", "cupy"), default=None,
                    help="array backend (default: $NUMPY_DIFFUSION_BACKEND or numpy)")
+    p.add_argument("--shards", type=int, default=0,
+                   help="threads a training step splits its batch over; 0: one per core, each shard "
+                        "at least 1,024 examples (the count is saved with the run: a seed and a shard "
+                        "count reproduce it exactly)")
     p.add_argument("--out", default=out, help="output folder")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz, up to --steps")
     p.add_argument("--eval-every", type=int, default=eval_every,

@@ -86,7 +86,7 @@ def make_trainer(args, xp, ck_path, data_fn):
     model = BinomialDiffusion(D=20, T=2000, pi=0.2, hidden=(50, 50, 50), activation="sigmoid",
                               basis=args.basis, n_bumps=args.n_bumps, t_sampling=args.t_sampling)
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=100,
-                      seed=args.seed, dtype=args.dtype, ema_decay=args.ema)
+                      seed=args.seed, dtype=args.dtype, ema_decay=args.ema, shards=args.shards)
     return Trainer(model, data_fn, cfg, xp), []
 
 

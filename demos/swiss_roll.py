@@ -83,7 +83,7 @@ def make_trainer(args, xp, ck_path, data_fn):
         print(f"resumed {ck_path} at step {trainer.step}")
         return trainer, config.get("eval_history", [])
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                      dtype=args.dtype)
+                      dtype=args.dtype, shards=args.shards)
     return Trainer(GaussianDiffusion(model_config(args)), data_fn, cfg, xp), []
 
 

@@ -72,7 +72,7 @@ def readout_forward(h, t, W, b, G, ws=None):
     hW = empty(ws, xp, (h.shape[0], J * O), xp.result_type(h, W))
     xp.matmul(h, W.reshape(H, J * O), out=hW)                         # h_n W_j       (N, J*O)
     hW = hW.reshape(-1, J, O)
-    out = xp.matmul(g[:, None, :], hW)[:, 0] + g @ b                  # eq. (62): sum_j g_j (h W_j + b_j)  (N, O)
+    out = xp.matmul(g[:, None, :], hW)[:, 0] + g @ b                  # eq. (62), sum over j  (N, O)
     return out, (h, W, g)
 
 
@@ -86,7 +86,7 @@ def readout_backward(dout, cache, ws=None):
     H, J, O = W.shape
     xp = array_module(h)
     dhW = empty(ws, xp, (h.shape[0], J, O), xp.result_type(g, dout))
-    xp.matmul(g[:, :, None], dout[:, None, :], out=dhW)               # d out/d(hW_j) = g_j, an outer product  (N, J, O)
+    xp.matmul(g[:, :, None], dout[:, None, :], out=dhW)               # d out/d(hW_j) = g_j  (N, J, O)
     dhW = dhW.reshape(-1, J * O)
     dW = (h.T @ dhW).reshape(H, J, O)                                 # (H, J, O)
     dh = xp.matmul(dhW, W.reshape(H, J * O).T, out=empty(ws, xp, h.shape, h.dtype))   # (N, H)

@@ -89,5 +89,6 @@ def test_benchmark_quick_prints_json_lines(capsys):
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     steps = [r for r in rows if r["what"] == "train_step"]
     assert steps and all(k in steps[0] for k in ("batch", "ms_per_step", "samples_per_s", "peak_rss_mb",
-                                                 "dtype", "backend", "gemm_fraction"))
+                                                 "dtype", "backend", "gemm_fraction", "shards",
+                                                 "page_faults_per_step"))
     assert any(r["what"] == "sample" for r in rows)
