@@ -12,7 +12,9 @@ shard count reproduce a run exactly, on any number of cores.
 
 While shards run, BLAS is held to one thread, so that two shards' matrix products
 do not each wake a pool of BLAS threads on cores already busy with the other
-shard; it is restored afterwards.  That control reaches OpenBLAS, the BLAS of
+shard; it is restored afterwards.  (OpenBLAS built with pthreads, as in NumPy's
+wheels, has one process-wide thread count, so the hold reaches any other thread
+that calls BLAS during a sharded step.)  That control reaches OpenBLAS, the BLAS of
 NumPy's own wheels; with another BLAS (:func:`blas_control` is ``None``) the
 automatic shard count is 1 and nothing changes.
 """

@@ -120,3 +120,35 @@ def test_workspace_remakes_an_array_whose_shape_changed():
     assert b.shape == (5, 3) and b is not a
     ws.start()
     assert ws.empty((5, 3), np.float64).dtype == np.float64
+
+
+def test_bad_data_in_a_shard_stops_the_step_with_the_models_error():
+    """An error raised inside a worker thread reaches the caller unchanged, and BLAS threads are restored."""
+    before = blas_control()[0]() if blas_control() else None
+
+    def poisoned(n, rng):
+        x = swiss_roll(n, rng)
+        x[-1, 0] = np.nan                                  # in the last shard
+        return x
+    t = Trainer(swiss_model(), poisoned, TrainConfig(steps=3, batch_size=64, shards=2, dtype="float64"))
+    with pytest.raises(ValueError, match="NaN"):
+        t.train_step()
+    assert t.step == 0
+    if before is not None:
+        assert blas_control()[0]() == before
+
+
+@pytest.mark.parametrize("basis", ["bump", "identity"])
+def test_workspace_changes_nothing_in_the_binomial_model(basis):
+    from numpy_diffusion.binomial_model import BinomialDiffusion
+    model = BinomialDiffusion(D=6, T=12, pi=0.25, hidden=(7, 5), basis=basis, n_bumps=4)
+    rng = np.random.default_rng(3)
+    params = {k: v + 0.2 * rng.standard_normal(v.shape) for k, v in model.init_params(rng).items()}
+    x0 = (rng.random((40, 6)) < 0.3).astype(np.float64)
+    drawn = model.draw(rng, 40)
+    loss, grads = model.loss_and_grads(params, x0, *drawn)
+    ws = Workspace(np)
+    for _ in range(2):
+        ws.start()
+        loss_ws, grads_ws = model.loss_and_grads(params, x0, *drawn, workspace=ws)
+        assert loss_ws == loss and all(np.array_equal(grads_ws[k], grads[k]) for k in grads)
