@@ -144,7 +144,7 @@ class GaussianDiffusion:
         eps : ndarray of shape (N, D), frozen noise
         weights : ndarray of shape (N,), ``1 / P(t_n)`` (``T - 1`` for uniform ``t``)
         workspace : Workspace, optional, reused by the network from call to call
-            (:mod:`~numpy_diffusion.workspace`); the returned grads may live in it.
+            (:mod:`~numpy_diffusion.workspace`); nothing returned lives in it.
         """
         x0, t, eps, weights = self._check_batch(params, x0, t, eps, weights)
         xp, dtype = self._backend(params)

@@ -90,24 +90,27 @@ def test_blas_threads_are_held_and_restored():
     assert get() == before
 
 
+def assert_workspace_changes_nothing(model, params, x0, drawn):
+    """The same loss and gradients with a workspace as without, bit for bit, two steps
+    running; the second step is handed the first step's arrays."""
+    loss, grads = model.loss_and_grads(params, x0, *drawn)
+    ws = Workspace(np)
+    held = None
+    for _ in range(2):
+        ws.start()
+        loss_ws, grads_ws = model.loss_and_grads(params, x0, *drawn, workspace=ws)
+        assert loss_ws == loss and all(np.array_equal(grads_ws[k], grads[k]) for k in grads)
+        assert held is None or [id(a) for a in ws.arrays] == held
+        held = [id(a) for a in ws.arrays]
+    assert ws.nbytes > 0
+
+
 def test_workspace_changes_nothing_but_where_arrays_live():
-    """The same loss and gradients, bit for bit, and the second step allocates nothing."""
     model = swiss_model()
     rng = np.random.default_rng(2)
     params = {k: v + 0.1 * rng.standard_normal(v.shape).astype(v.dtype)
               for k, v in model.init_params(rng, np.float32).items()}
-    x0 = swiss_roll(50, rng)
-    drawn = model.draw(rng, 50)
-    loss, grads = model.loss_and_grads(params, x0, *drawn)
-    ws = Workspace(np)
-    for step in range(2):
-        ws.start()
-        loss_ws, grads_ws = model.loss_and_grads(params, x0, *drawn, workspace=ws)
-        assert loss_ws == loss
-        assert all(np.array_equal(grads_ws[k], grads[k]) for k in grads)
-        if step == 0:
-            held = [id(a) for a in ws.arrays]
-    assert [id(a) for a in ws.arrays] == held and ws.nbytes > 0
+    assert_workspace_changes_nothing(model, params, swiss_roll(50, rng), model.draw(rng, 50))
 
 
 def test_workspace_remakes_an_array_whose_shape_changed():
@@ -145,10 +148,4 @@ def test_workspace_changes_nothing_in_the_binomial_model(basis):
     rng = np.random.default_rng(3)
     params = {k: v + 0.2 * rng.standard_normal(v.shape) for k, v in model.init_params(rng).items()}
     x0 = (rng.random((40, 6)) < 0.3).astype(np.float64)
-    drawn = model.draw(rng, 40)
-    loss, grads = model.loss_and_grads(params, x0, *drawn)
-    ws = Workspace(np)
-    for _ in range(2):
-        ws.start()
-        loss_ws, grads_ws = model.loss_and_grads(params, x0, *drawn, workspace=ws)
-        assert loss_ws == loss and all(np.array_equal(grads_ws[k], grads[k]) for k in grads)
+    assert_workspace_changes_nothing(model, params, x0, model.draw(rng, 40))
