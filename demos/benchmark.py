@@ -30,8 +30,8 @@ from swiss_roll import model_config, parse_args as demo_args        # noqa: E402
 
 from numpy_diffusion.backend import BackendError, get_backend    # noqa: E402
 from numpy_diffusion.datasets import swiss_roll                   # noqa: E402
-from numpy_diffusion.model import GaussianDiffusion               # noqa: E402
-from numpy_diffusion.training import TrainConfig, Trainer         # noqa: E402
+from numpy_diffusion.gaussian.model import GaussianDiffusion               # noqa: E402
+from numpy_diffusion.run.training import TrainConfig, Trainer         # noqa: E402
 
 BATCHES = (1024, 4096, 16384)
 

@@ -12,8 +12,8 @@ import time
 import numpy
 
 from numpy_diffusion.backend import BackendError, get_backend
-from numpy_diffusion.checkpoint import atomic_write
-from numpy_diffusion.training import TrainingDiverged
+from numpy_diffusion.run.checkpoint import atomic_write
+from numpy_diffusion.run.training import TrainingDiverged
 
 HELD_OUT_SEED_OFFSET = 1_000_003                            # held-out data: another seed
 

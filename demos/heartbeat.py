@@ -42,11 +42,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cli import (HELD_OUT_SEED_OFFSET, HelpFormatter, Progress, add_common_options,  # noqa: E402
                  backend_or_exit, report, save_array, train_or_exit)
 
-from numpy_diffusion import plots                                           # noqa: E402
-from numpy_diffusion.binomial_model import BinomialDiffusion                # noqa: E402
-from numpy_diffusion.checkpoint import CheckpointError, save_json           # noqa: E402
+from numpy_diffusion.run import plots                                           # noqa: E402
+from numpy_diffusion.binomial.model import BinomialDiffusion                # noqa: E402
+from numpy_diffusion.run.checkpoint import CheckpointError, save_json           # noqa: E402
 from numpy_diffusion.datasets import exact_heartbeat_fraction, heartbeat    # noqa: E402
-from numpy_diffusion.training import TrainConfig, Trainer                   # noqa: E402
+from numpy_diffusion.run.training import TrainConfig, Trainer                   # noqa: E402
 
 PAPER = {"K_bits": -2.414, "K_minus_L_null_bits": 12.024}   # Table 1, binary heartbeat row
 TRUE_LOG_LIKELIHOOD_BITS = math.log2(1 / 5)                 # 5 equally likely sequences: -2.322

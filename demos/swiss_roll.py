@@ -21,15 +21,15 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cli import (HELD_OUT_SEED_OFFSET, HelpFormatter, Progress, add_common_options,  # noqa: E402
                  backend_or_exit, report, save_array, train_or_exit)
 
-from numpy_diffusion import plots                                           # noqa: E402
+from numpy_diffusion.run import plots                                           # noqa: E402
 from numpy_diffusion.backend import to_host                                 # noqa: E402
-from numpy_diffusion.checkpoint import CheckpointError, save_json           # noqa: E402
+from numpy_diffusion.run.checkpoint import CheckpointError, save_json           # noqa: E402
 from numpy_diffusion.datasets import swiss_roll                             # noqa: E402
-from numpy_diffusion.forward_process import q_sample                        # noqa: E402
-from numpy_diffusion.model import GaussianDiffusion, ModelConfig            # noqa: E402
-from numpy_diffusion.network import NetConfig                               # noqa: E402
-from numpy_diffusion.schedule import ScheduleConfig                         # noqa: E402
-from numpy_diffusion.training import TrainConfig, Trainer                   # noqa: E402
+from numpy_diffusion.gaussian.forward import q_sample                        # noqa: E402
+from numpy_diffusion.gaussian.model import GaussianDiffusion, ModelConfig            # noqa: E402
+from numpy_diffusion.nn.network import NetConfig                               # noqa: E402
+from numpy_diffusion.gaussian.schedule import ScheduleConfig                         # noqa: E402
+from numpy_diffusion.run.training import TrainConfig, Trainer                   # noqa: E402
 
 PAPER = {"K_bits": 2.35, "K_minus_L_null_bits": 6.45}      # Table 1, swiss roll row
 

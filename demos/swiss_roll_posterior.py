@@ -4,7 +4,7 @@
     python demos/swiss_roll_posterior.py --checkpoint /tmp/ck/checkpoint.npz --particles 2000
 
 Compares the paper's modified reverse chain (eq. 22 with eq. 23's r_t, and r^{(T-t)/T})
-with the sequential Monte Carlo sampler (numpy_diffusion.posterior_smc).  Trains the
+with the sequential Monte Carlo sampler (numpy_diffusion.posterior.smc).  Trains the
 default model with demos/swiss_roll.py if the checkpoint does not exist.  Writes to
 ``--out`` (default ``runs/swiss_roll_posterior/``): posterior.png, posterior_metrics.json.
 """
@@ -18,17 +18,17 @@ import numpy
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from numpy_diffusion import plots                                          # noqa: E402
+from numpy_diffusion.run import plots                                          # noqa: E402
 from numpy_diffusion.backend import to_host                                # noqa: E402
-from numpy_diffusion.checkpoint import CheckpointError, load_checkpoint, save_json  # noqa: E402
+from numpy_diffusion.run.checkpoint import CheckpointError, load_checkpoint, save_json  # noqa: E402
 from numpy_diffusion.datasets import (SWISS_ROLL_MEAN, SWISS_ROLL_STD, U_HIGH, U_LOW,  # noqa: E402
                                       swiss_roll, swiss_roll_angle_to_point)
-from numpy_diffusion.model import GaussianDiffusion, ModelConfig           # noqa: E402
-from numpy_diffusion.network import NetConfig                              # noqa: E402
-from numpy_diffusion.posterior import (denoise_sample, forward_kernel_chain_moments,  # noqa: E402
+from numpy_diffusion.gaussian.model import GaussianDiffusion, ModelConfig           # noqa: E402
+from numpy_diffusion.nn.network import NetConfig                              # noqa: E402
+from numpy_diffusion.posterior.paper import (denoise_sample, forward_kernel_chain_moments,  # noqa: E402
                                        inpaint_sample, smooth_sample)
-from numpy_diffusion.posterior_smc import smc_denoise, smc_inpaint, systematic_resample  # noqa: E402
-from numpy_diffusion.schedule import ScheduleConfig                        # noqa: E402
+from numpy_diffusion.posterior.smc import smc_denoise, smc_inpaint, systematic_resample  # noqa: E402
+from numpy_diffusion.gaussian.schedule import ScheduleConfig                        # noqa: E402
 
 PAPER = ("constant", "annealed")                         # eq. (23) and r^{(T-t)/T}
 INPAINT_AT = (-1.0, 0.0, 0.8)                            # x[0] = a, standardized units

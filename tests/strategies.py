@@ -6,7 +6,7 @@ Strategies stay away from points where a function is not differentiable
 import numpy as np
 from hypothesis import strategies as st
 
-from numpy_diffusion.schedule import ScheduleConfig
+from numpy_diffusion.gaussian.schedule import ScheduleConfig
 
 seeds = st.integers(0, 2**32 - 1)
 batch = st.integers(1, 6)

@@ -10,14 +10,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from numpy_diffusion.binomial import (bernoulli_kl, binary_entropy, binomial_schedule,
+from numpy_diffusion.binomial.kernel import (bernoulli_kl, binary_entropy, binomial_schedule,
                                       bound_by_t, forward_logit, heartbeat_beta,
                                       neg_bound_backward, neg_bound_forward, q_posterior_logit,
                                       q_sample, sample)
-from numpy_diffusion.binomial_model import BinomialDiffusion
+from numpy_diffusion.binomial.model import BinomialDiffusion
 from numpy_diffusion.datasets import exact_heartbeat_fraction, heartbeat
 from numpy_diffusion.gradcheck import check_gradient
-from numpy_diffusion.layers import sigmoid
+from numpy_diffusion.nn.layers import sigmoid
 
 from strategies import rng_from, seeds
 

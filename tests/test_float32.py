@@ -8,10 +8,10 @@ the same ``eps`` draws) must agree to within the bound's standard error.
 import numpy as np
 
 from numpy_diffusion.datasets import swiss_roll
-from numpy_diffusion.model import GaussianDiffusion, ModelConfig
-from numpy_diffusion.network import NetConfig
-from numpy_diffusion.schedule import ScheduleConfig
-from numpy_diffusion.training import TrainConfig, Trainer
+from numpy_diffusion.gaussian.model import GaussianDiffusion, ModelConfig
+from numpy_diffusion.nn.network import NetConfig
+from numpy_diffusion.gaussian.schedule import ScheduleConfig
+from numpy_diffusion.run.training import TrainConfig, Trainer
 
 T = 20
 

@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 from hypothesis import given
 
-from numpy_diffusion.bound import (bound_backward, bound_exact, bound_forward, bound_xt_backward,
+from numpy_diffusion.gaussian.bound import (bound_backward, bound_exact, bound_forward, bound_xt_backward,
                                    entropy_terms)
-from numpy_diffusion.forward_process import q_posterior, q_sample
-from numpy_diffusion.gaussian import gaussian_entropy, kl_backward, kl_forward, standard_normal_logpdf
+from numpy_diffusion.gaussian.forward import q_posterior, q_sample
+from numpy_diffusion.gaussian.bound import gaussian_entropy, kl_backward, kl_forward, standard_normal_logpdf
 from numpy_diffusion.gradcheck import check_gradient
-from numpy_diffusion.schedule import ScheduleConfig, schedule_forward
-from numpy_diffusion.tables import add_grads, make_tables, tables_backward
+from numpy_diffusion.gaussian.schedule import ScheduleConfig, schedule_forward
+from numpy_diffusion.gaussian.tables import add_grads, make_tables, tables_backward
 
 from strategies import dims, fixed_schedules, seeds
 from strategies import parameterizations as params

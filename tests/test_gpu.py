@@ -7,12 +7,13 @@ Tolerance: float64 on both sides, different reduction orders: 1e-10 relative.
 import numpy as np
 import pytest
 
-from numpy_diffusion import layers, rbf, readout
+from numpy_diffusion.nn import layers, readout
+from numpy_diffusion.nn import layers as rbf
 from numpy_diffusion.backend import get_backend, to_host
-from numpy_diffusion.model import GaussianDiffusion, ModelConfig
-from numpy_diffusion.network import NetConfig
-from numpy_diffusion.optim import Adam
-from numpy_diffusion.schedule import ScheduleConfig
+from numpy_diffusion.gaussian.model import GaussianDiffusion, ModelConfig
+from numpy_diffusion.nn.network import NetConfig
+from numpy_diffusion.nn.optim import Adam
+from numpy_diffusion.gaussian.schedule import ScheduleConfig
 
 pytestmark = pytest.mark.gpu
 RTOL = 1e-10

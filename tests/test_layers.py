@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
-from numpy_diffusion import layers, rbf, readout
+from numpy_diffusion.nn import layers, readout
+from numpy_diffusion.nn import layers as rbf
 from numpy_diffusion.gradcheck import check_gradient
 from strategies import arrays, batch, dims, rng_from, seeds, times, width
 

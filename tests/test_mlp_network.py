@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from hypothesis import assume, given, strategies as st
 
-from numpy_diffusion import layers
+from numpy_diffusion.nn import layers
 from numpy_diffusion.gradcheck import check_gradient, directional_check
-from numpy_diffusion.mlp import init_mlp, mlp_backward, mlp_forward
-from numpy_diffusion.network import NetConfig, init_network, network_backward, network_forward, temporal_basis
-from numpy_diffusion.optim import ParamVector
+from numpy_diffusion.nn.network import init_mlp, mlp_backward, mlp_forward
+from numpy_diffusion.nn.network import NetConfig, init_network, network_backward, network_forward, temporal_basis
+from numpy_diffusion.nn.optim import ParamVector
 from strategies import batch, layer_sizes, rng_from, seeds, times
 
 TOL = 1e-5

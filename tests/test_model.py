@@ -7,10 +7,10 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from numpy_diffusion.gradcheck import check_gradient, directional_check
-from numpy_diffusion.model import GaussianDiffusion, ModelConfig, init_params
-from numpy_diffusion.network import NetConfig
-from numpy_diffusion.optim import ParamVector
-from numpy_diffusion.schedule import ScheduleConfig
+from numpy_diffusion.gaussian.model import GaussianDiffusion, ModelConfig, init_params
+from numpy_diffusion.nn.network import NetConfig
+from numpy_diffusion.nn.optim import ParamVector
+from numpy_diffusion.gaussian.schedule import ScheduleConfig
 
 # Shared strategies: seeds (the models are built by small_model below).
 from strategies import seeds  # noqa: E402

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
-from numpy_diffusion.optim import Adam, ParamVector, cosine_lr
+from numpy_diffusion.nn.optim import Adam, ParamVector, cosine_lr
 from strategies import rng_from, seeds
 
 

@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given, strategies as st
 
 from numpy_diffusion.datasets import swiss_roll
-from numpy_diffusion.model import GaussianDiffusion, ModelConfig
-from numpy_diffusion.network import NetConfig
-from numpy_diffusion.parallel import auto_shards, blas_control, blas_threads, shard_slices
-from numpy_diffusion.schedule import ScheduleConfig
-from numpy_diffusion.training import TrainConfig, Trainer
+from numpy_diffusion.gaussian.model import GaussianDiffusion, ModelConfig
+from numpy_diffusion.nn.network import NetConfig
+from numpy_diffusion.run.parallel import auto_shards, blas_control, blas_threads, shard_slices
+from numpy_diffusion.gaussian.schedule import ScheduleConfig
+from numpy_diffusion.run.training import TrainConfig, Trainer
 from numpy_diffusion.workspace import Workspace
 
 
@@ -143,7 +143,7 @@ def test_bad_data_in_a_shard_stops_the_step_with_the_models_error():
 
 @pytest.mark.parametrize("basis", ["bump", "identity"])
 def test_workspace_changes_nothing_in_the_binomial_model(basis):
-    from numpy_diffusion.binomial_model import BinomialDiffusion
+    from numpy_diffusion.binomial.model import BinomialDiffusion
     model = BinomialDiffusion(D=6, T=12, pi=0.25, hidden=(7, 5), basis=basis, n_bumps=4)
     rng = np.random.default_rng(3)
     params = {k: v + 0.2 * rng.standard_normal(v.shape) for k, v in model.init_params(rng).items()}

@@ -14,12 +14,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from numpy_diffusion.model import GaussianDiffusion, ModelConfig
-from numpy_diffusion.network import NetConfig
-from numpy_diffusion.posterior import (CHOICES, denoise_sample, inpaint_sample, r_schedule,
+from numpy_diffusion.gaussian.model import GaussianDiffusion, ModelConfig
+from numpy_diffusion.nn.network import NetConfig
+from numpy_diffusion.posterior.paper import (CHOICES, denoise_sample, inpaint_sample, r_schedule,
                                        smooth_sample)
-from numpy_diffusion.posterior_smc import smc_denoise, smc_inpaint, systematic_resample
-from numpy_diffusion.schedule import ScheduleConfig
+from numpy_diffusion.posterior.smc import smc_denoise, smc_inpaint, systematic_resample
+from numpy_diffusion.gaussian.schedule import ScheduleConfig
 from strategies import seeds
 
 T, Y, S2 = 40, 1.0, 0.5                          # the case: y = 1, sigma_d^2 = 0.5
@@ -242,7 +242,7 @@ def test_bad_input_is_a_clear_error():
 
 
 def test_library_closed_form_agrees_with_this_derivation():
-    from numpy_diffusion.posterior import forward_kernel_chain_moments
+    from numpy_diffusion.posterior.paper import forward_kernel_chain_moments
     tables, beta = MODEL.tables(PARAMS)[0], beta_of(MODEL)
     for choice in CHOICES:
         for smooth in ((False, True) if choice != "diffused" else (False,)):

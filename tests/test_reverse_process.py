@@ -4,9 +4,9 @@ import pytest
 from hypothesis import given
 
 from numpy_diffusion.gradcheck import check_gradient
-from numpy_diffusion.reverse_process import p_mean_logvar, p_mean_logvar_backward, p_sample_loop
-from numpy_diffusion.schedule import ScheduleConfig, schedule_forward
-from numpy_diffusion.tables import make_tables, scatter_by_t, tables_backward
+from numpy_diffusion.gaussian.reverse import p_mean_logvar, p_mean_logvar_backward, p_sample_loop
+from numpy_diffusion.gaussian.schedule import ScheduleConfig, schedule_forward
+from numpy_diffusion.gaussian.tables import make_tables, scatter_by_t, tables_backward
 
 from strategies import fixed_schedules, seeds
 from strategies import parameterizations as params

@@ -4,9 +4,9 @@ import pytest
 from hypothesis import given
 
 from numpy_diffusion.gradcheck import check_gradient
-from numpy_diffusion.schedule import (ScheduleConfig, baseline_beta, init_schedule_params, log_snr,
+from numpy_diffusion.gaussian.schedule import (ScheduleConfig, baseline_beta, init_schedule_params, log_snr,
                                       schedule_backward, schedule_forward)
-from numpy_diffusion.tables import DIFFERENTIABLE, check_beta, make_tables, scatter_by_t, tables_backward
+from numpy_diffusion.gaussian.tables import DIFFERENTIABLE, check_beta, make_tables, scatter_by_t, tables_backward
 
 from strategies import schedule_configs as configs
 from strategies import seeds

@@ -9,8 +9,8 @@ import os
 import numpy as np
 import pytest
 
-from numpy_diffusion.checkpoint import CheckpointError, config_path, load_checkpoint
-from numpy_diffusion.training import TrainConfig, Trainer, TrainingDiverged
+from numpy_diffusion.run.checkpoint import CheckpointError, config_path, load_checkpoint
+from numpy_diffusion.run.training import TrainConfig, Trainer, TrainingDiverged
 
 
 class MeanModel:
@@ -135,8 +135,8 @@ def test_config_errors():
 def test_gaussian_model_divergence_keeps_the_last_good_checkpoint(tmp_path):
     """The real model: an overflowing network stops training at the step it happened."""
     from numpy_diffusion.datasets import swiss_roll
-    from numpy_diffusion.model import GaussianDiffusion, ModelConfig
-    from numpy_diffusion.network import NetConfig
+    from numpy_diffusion.gaussian.model import GaussianDiffusion, ModelConfig
+    from numpy_diffusion.nn.network import NetConfig
     model = GaussianDiffusion(ModelConfig(net=NetConfig(T=8, hidden=(8,), n_bumps=3)))
     cfg = TrainConfig(steps=20, batch_size=16, seed=1, dtype="float32")
     trainer = Trainer(model, lambda n, rng: swiss_roll(n, rng), cfg)
@@ -153,9 +153,9 @@ def test_gaussian_model_divergence_keeps_the_last_good_checkpoint(tmp_path):
 def test_gaussian_model_resume_is_exact(tmp_path):
     """The swiss-roll model with a learned schedule and EMA: 6 steps, or 3 + save + load + 3."""
     from numpy_diffusion.datasets import swiss_roll
-    from numpy_diffusion.model import GaussianDiffusion, ModelConfig
-    from numpy_diffusion.network import NetConfig
-    from numpy_diffusion.schedule import ScheduleConfig
+    from numpy_diffusion.gaussian.model import GaussianDiffusion, ModelConfig
+    from numpy_diffusion.nn.network import NetConfig
+    from numpy_diffusion.gaussian.schedule import ScheduleConfig
     cfg_model = ModelConfig(net=NetConfig(T=8, hidden=(8,), n_bumps=3, fourier=4),
                             schedule=ScheduleConfig(T=8, beta_1=1e-7, baseline="logsnr", learn=True,
                                                     learned_form="decrements"))

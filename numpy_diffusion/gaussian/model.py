@@ -12,16 +12,15 @@ from dataclasses import dataclass, field
 
 import numpy
 
-from .backend import array_module, to_device, to_host
-from .bound import bound_backward, bound_exact, bound_forward, bound_xt_backward
-from .estimates import standard_error
-from .forward_process import q_sample
-from .gaussian import standard_normal_logpdf
-from .network import NetConfig, init_network, network_backward, network_forward, temporal_basis
-from .reverse_process import PARAMS, p_mean_logvar, p_sample_loop
+from ..backend import array_module, to_device, to_host
+from .bound import bound_backward, bound_exact, bound_forward, bound_xt_backward, standard_normal_logpdf
+from ..bits import standard_error
+from .forward import q_sample
+from ..nn.network import NetConfig, init_network, network_backward, network_forward, temporal_basis
+from .reverse import PARAMS, p_mean_logvar, p_sample_loop
 from .schedule import ScheduleConfig, init_schedule_params, schedule_backward, schedule_forward
 from .tables import add_grads, make_tables, tables_backward
-from .validation import check_array, check_choice, check_positive_int
+from ..validation import check_array, check_choice, check_positive_int
 
 LN2 = math.log(2.0)
 

@@ -26,12 +26,12 @@ from dataclasses import replace
 
 import numpy
 
-from .backend import array_module, to_host
-from .binomial import (binomial_schedule, bound_by_t, check_binary, forward_logit,
+from ..backend import array_module, to_host
+from .kernel import (binomial_schedule, bound_by_t, check_binary, forward_logit,
                        neg_bound_backward, neg_bound_forward, on_backend, q_sample, sample)
-from .estimates import standard_error
-from .network import NetConfig, init_network, network_backward, network_forward, temporal_basis
-from .validation import check_array, check_choice, check_same_rows
+from ..bits import standard_error
+from ..nn.network import NetConfig, init_network, network_backward, network_forward, temporal_basis
+from ..validation import check_array, check_choice, check_same_rows
 
 LOG2 = math.log(2.0)
 SIGMOID_GAIN = 4.0          # Glorot & Bengio (2010): sigmoid weights 4x the tanh ones

@@ -12,9 +12,9 @@ that row ``t`` is ``g(t)`` in the paper's 1-based time; row 0 is unused.
 """
 import numpy
 
-from .backend import array_module, to_host
-from .validation import check_positive_int
-from .workspace import empty
+from ..backend import array_module, to_host
+from ..validation import check_positive_int
+from ..workspace import empty
 
 
 def bump_basis(T, J, width=None, dtype=numpy.float64):

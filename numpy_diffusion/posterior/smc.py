@@ -32,9 +32,9 @@ below zero.  ``'annealed'`` is the default for denoising.
 """
 import math
 
-from .backend import array_module
-from .posterior import check_observation, gaussian_product, log_r, r_schedule, reverse_kernel
-from .validation import check_positive_int
+from ..backend import array_module
+from .paper import check_observation, gaussian_product, log_r, r_schedule, reverse_kernel
+from ..validation import check_positive_int
 
 
 def systematic_resample(w, rng):

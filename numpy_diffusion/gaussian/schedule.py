@@ -23,9 +23,9 @@ from dataclasses import asdict, dataclass
 
 import numpy
 
-from .backend import to_host
-from .readout import bump_basis
-from .validation import check_choice, check_positive_int
+from ..backend import to_host
+from ..nn.readout import bump_basis
+from ..validation import check_choice, check_positive_int
 
 BASELINES = ("reference", "geometric", "linear", "logsnr")
 LEARNED_FORMS = ("bumps", "decrements")

@@ -10,7 +10,7 @@ to ``beta`` (§2.4.1: the rates are learned through the frozen noise).
 """
 import numpy
 
-from .backend import array_module, to_host
+from ..backend import array_module, to_host
 
 DIFFERENTIABLE = ("sqrt_alpha_bar", "sqrt_one_minus_alpha_bar", "log_one_minus_alpha_bar", "sqrt_alpha",
                   "sqrt_beta", "log_beta", "logit_beta", "log_beta_tilde", "post_coef_x0", "post_coef_xt")

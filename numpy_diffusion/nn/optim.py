@@ -9,7 +9,7 @@ import math
 
 import numpy
 
-from .backend import array_module, to_host
+from ..backend import array_module, to_host
 
 
 class ParamVector:

@@ -29,10 +29,10 @@ from dataclasses import asdict, dataclass, replace
 import numpy
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .optim import Adam, ParamVector, cosine_lr
+from ..nn.optim import Adam, ParamVector, cosine_lr
 from .parallel import auto_shards, blas_threads, shard_slices
-from .workspace import Workspace
-from .validation import check_choice, check_positive_int
+from ..workspace import Workspace
+from ..validation import check_choice, check_positive_int
 
 
 class TrainingDiverged(RuntimeError):

@@ -18,9 +18,9 @@ Everything is float64; network outputs are cast up.
 """
 import math
 
-from .backend import array_module
-from .layers import sigmoid, softplus
-from .validation import check_choice
+from ..backend import array_module
+from ..nn.layers import sigmoid, softplus
+from ..validation import check_choice
 
 PARAMS = ("paper", "reference", "bounded")
 

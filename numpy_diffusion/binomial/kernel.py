@@ -9,10 +9,10 @@ All information quantities are in nats.
 """
 import numpy
 
-from .backend import array_module, to_host
-from .estimates import standard_error
-from .layers import sigmoid, softplus
-from .validation import check_array, check_positive_int
+from ..backend import array_module, to_host
+from ..bits import standard_error
+from ..nn.layers import sigmoid, softplus
+from ..validation import check_array, check_positive_int
 
 
 def check_pi(pi):

@@ -31,8 +31,8 @@ import numbers
 
 import numpy
 
-from .backend import array_module, to_device, to_host
-from .validation import check_array, check_choice, check_positive_int
+from ..backend import array_module, to_device, to_host
+from ..validation import check_array, check_choice, check_positive_int
 
 CHOICES = ("constant", "annealed", "diffused")
 LOG_2PI = math.log(2 * math.pi)
