@@ -11,7 +11,7 @@ from hypothesis import given, strategies as st
 from numpy_diffusion.datasets import swiss_roll
 from numpy_diffusion.gaussian.model import GaussianDiffusion, ModelConfig
 from numpy_diffusion.nn.network import NetConfig
-from numpy_diffusion.run.parallel import auto_shards, blas_control, blas_threads, shard_slices
+from numpy_diffusion.run.speed import auto_shards, blas_control, blas_threads, shard_slices
 from numpy_diffusion.gaussian.schedule import ScheduleConfig
 from numpy_diffusion.run.training import TrainConfig, Trainer
 from numpy_diffusion.workspace import Workspace

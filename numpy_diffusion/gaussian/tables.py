@@ -16,19 +16,25 @@ DIFFERENTIABLE = ("sqrt_alpha_bar", "sqrt_one_minus_alpha_bar", "log_one_minus_a
                   "sqrt_beta", "log_beta", "logit_beta", "log_beta_tilde", "post_coef_x0", "post_coef_xt")
 
 
+class ScheduleError(ValueError):
+    """A schedule ``beta`` that is not a valid diffusion: some ``beta_t`` outside (0, 1),
+    NaN, or the wrong shape.  During training a learned schedule that leaves (0, 1)
+    means the run diverged."""
+
+
 def check_beta(beta):
     """Check a schedule array: shape (T + 1,) with T >= 2, finite, beta[0] = 0, beta[1:] in (0, 1)."""
     beta = numpy.asarray(to_host(beta), dtype=numpy.float64)
     if beta.ndim != 1 or beta.shape[0] < 3:
-        raise ValueError(f"beta must have shape (T + 1,) with T >= 2, got shape {beta.shape}")
+        raise ScheduleError(f"beta must have shape (T + 1,) with T >= 2, got shape {beta.shape}")
     if not numpy.isfinite(beta).all():
-        raise ValueError("beta contains NaN or infinite values; every beta_t must lie in (0, 1)")
+        raise ScheduleError("beta contains NaN or infinite values; every beta_t must lie in (0, 1)")
     bad = numpy.flatnonzero((beta[1:] <= 0) | (beta[1:] >= 1)) + 1
     if bad.size:
-        raise ValueError(f"beta_t must lie strictly between 0 and 1 for t = 1..T; "
+        raise ScheduleError(f"beta_t must lie strictly between 0 and 1 for t = 1..T; "
                          f"t = {bad[0]} has beta_t = {float(beta[bad[0]])!r}")
     if beta[0] != 0:
-        raise ValueError(f"beta[0] is unused and must be 0 (paper indexing), got {float(beta[0])!r}")
+        raise ScheduleError(f"beta[0] is unused and must be 0 (paper indexing), got {float(beta[0])!r}")
     return beta
 
 

@@ -5,19 +5,18 @@ The loop is model-agnostic.  A model is any object with
 - ``init_params(rng, dtype) -> dict`` of host arrays,
 - ``draw(rng, N) -> tuple`` of host arrays, each with ``N`` rows: the random
   part of a minibatch other than the data (time steps, noise, weights),
-- ``loss_and_grads(params, x0, *drawn, workspace=None) -> (loss, grads)``:
+- ``loss_and_grads(params, x0, *drawn) -> (loss, grads)``:
   ``loss`` is the minibatch estimate of ``-K`` in nats per example (a mean over
-  the rows), ``grads`` a dict keyed like ``params``; ``workspace`` is a
-  :class:`~numpy_diffusion.workspace.Workspace` the model may keep its large
-  arrays in from step to step,
+  the rows), ``grads`` a dict keyed like ``params``,
 - ``config() -> dict`` (JSON-able) and ``from_config(dict)``.
 
 One seed makes one ``numpy.random.Generator``, which draws the data, the time
 steps and the noise in a fixed order; its state is saved in the checkpoint,
 so a run resumed from a checkpoint continues exactly as if uninterrupted.
-On the CPU a step may run its batch as several shards in threads
-(:mod:`parallel`); the shard count is part of the config, so it too is fixed
-for a run.
+Speed lives here, outside the models' formulas (:mod:`speed`): on the CPU a
+step may run its batch as several shards in threads (the shard count is part
+of the config, so it too is fixed for a run), and the process keeps freed
+memory for the next step instead of returning it to the operating system.
 The library never prints: pass ``callback`` to see progress.
 """
 import json
@@ -30,8 +29,7 @@ import numpy
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ..nn.optim import Adam, ParamVector, cosine_lr
-from .parallel import auto_shards, blas_threads, shard_slices
-from ..workspace import Workspace
+from .speed import auto_shards, blas_threads, raise_malloc_thresholds, shard_slices
 from ..validation import check_choice, check_positive_int
 
 
@@ -55,7 +53,7 @@ class TrainConfig:
     dtype : str              ``'float32'`` or ``'float64'`` for the network and Adam.
     ema_decay : float        decay of an exponential moving average of the
                              parameters used for evaluation and sampling (0: off).
-    shards : int             threads a step splits its batch over (:mod:`parallel`);
+    shards : int             threads a step splits its batch over (:mod:`speed`);
                              0: chosen by the trainer (one per core on NumPy, 1 on CuPy).
     """
     steps: int = 20_000
@@ -106,7 +104,7 @@ class Trainer:
             cfg = replace(cfg, shards=auto_shards(cfg.batch_size) if xp is numpy else 1)
         self.model, self.data_fn, self.cfg, self.xp = model, data_fn, cfg, xp
         self._pool = None
-        self._workspaces = [Workspace(xp) for _ in range(cfg.shards)]       # one per shard
+        raise_malloc_thresholds()
         self.rng = numpy.random.default_rng(cfg.seed)
         dtype = numpy.dtype(cfg.dtype)
         self.params = ParamVector.from_arrays(model.init_params(self.rng, dtype), xp, dtype)
@@ -143,16 +141,16 @@ class Trainer:
     def loss_and_grads(self, batch):
         """The loss of ``batch = (x0, *model.draw(rng, N))`` at the current parameters;
         its gradient goes into ``self.grads``.  With several shards, each runs in a
-        thread of its own and the results are weighted by shard size (:mod:`parallel`)."""
+        thread of its own and the results are weighted by shard size (:mod:`speed`)."""
         slices = shard_slices(len(batch[0]), self.cfg.shards)
         parts = [tuple(a[s] for a in batch) for s in slices]
         if len(parts) == 1:
-            results = [self._shard_loss(parts[0], self._workspaces[0])]
+            results = [self._shard_loss(parts[0])]
         else:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(len(parts), thread_name_prefix="numpy_diffusion-shard")
             with blas_threads(1):
-                results = list(self._pool.map(self._shard_loss, parts, self._workspaces))
+                results = list(self._pool.map(self._shard_loss, parts))
         loss = 0.0
         for k, ((shard_loss, grads), s) in enumerate(zip(results, slices)):
             w = (s.stop - s.start) / len(batch[0])                  # the loss is a mean over rows
@@ -165,10 +163,9 @@ class Trainer:
                     into += w * g
         return loss
 
-    def _shard_loss(self, part, workspace):
-        workspace.start()
+    def _shard_loss(self, part):
         with numpy.errstate(over="ignore", invalid="ignore", divide="ignore"):   # checked by train_step
-            loss, grads = self.model.loss_and_grads(self.params.views, *part, workspace=workspace)
+            loss, grads = self.model.loss_and_grads(self.params.views, *part)
         return float(loss), grads
 
     def run(self, until=None, callback=None, every=100):

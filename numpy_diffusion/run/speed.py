@@ -1,4 +1,20 @@
-"""Data parallelism on the CPU: one training step split over threads.
+"""Speed, kept outside the formulas: the process's allocator, and one step split over threads.
+
+Nothing here changes a number the models compute; it changes how the process
+runs them.  The models are written as plain NumPy (``out = x @ W + b``) and
+allocate fresh arrays every step; two things make that fast.
+
+**Memory kept for the next step.**  A training step at batch 4,096 makes a
+dozen arrays of 2 to 4 MB.  glibc's ``malloc`` serves arrays above its mmap
+threshold (128 kB at start, adapting upward to at most 32 MB) from fresh
+pages and gives pages back to the operating system above its trim threshold;
+the next step then faults the same pages in again (about 4,000 page faults
+per step, a third of its time).  :func:`raise_malloc_thresholds` raises both
+thresholds once, as ``MALLOC_MMAP_THRESHOLD_`` and ``MALLOC_TRIM_THRESHOLD_``
+would, so freed arrays stay in the process for the next step.  Elsewhere than
+glibc it does nothing.
+
+**Data parallelism on the CPU.**
 
 NumPy runs its element-wise loops on one core; only its matrix products, through
 BLAS, use more.  On a machine with several cores a training step therefore
@@ -20,6 +36,7 @@ automatic shard count is 1 and nothing changes.
 """
 import contextlib
 import ctypes
+import ctypes.util
 import glob
 import os
 
@@ -104,3 +121,19 @@ def shard_slices(N, shards):
     """``shards`` contiguous slices covering ``range(N)``, sizes differing by at most one."""
     edges = [N * k // shards for k in range(shards + 1)]
     return [slice(a, b) for a, b in zip(edges[:-1], edges[1:])]
+
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3      # mallopt parameters, glibc's <malloc.h>
+
+
+def raise_malloc_thresholds(trim=1 << 30, mmap=1 << 25):
+    """Keep freed memory in the process: glibc's trim threshold to ``trim`` bytes and its
+    mmap threshold to ``mmap`` bytes (32 MB, glibc's largest).  Returns whether it took
+    effect; with another C library it does nothing and returns ``False``."""
+    name = ctypes.util.find_library("c")
+    try:
+        mallopt = ctypes.CDLL(name).mallopt
+    except (OSError, AttributeError, TypeError):         # no C library found, or not glibc
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return bool(mallopt(M_TRIM_THRESHOLD, trim)) and bool(mallopt(M_MMAP_THRESHOLD, mmap))
