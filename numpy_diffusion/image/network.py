@@ -1,0 +1,213 @@
+"""The image network of App. D.2.1 (Fig. D.1): ``x_t, t -> z = [z_mu, z_Sigma]``.
+
+    x_t (N, D) -> image (N, H, W, C)
+      -> multi-scale convolution + soft ReLU, ``n_layers_conv`` times   (N, H, W, n_hidden_conv)
+      -> 1 x 1 convolution + tanh, ``n_layers_dense`` times             (N, H, W, n_hidden_dense)
+      -> 1 x 1 linear map to 2 C J temporal coefficients                (N, H, W, 2 C J)
+      -> temporal readout, eqs. (62)-(63), at every pixel               (N, H, W, 2 C)
+      -> z = [z_mu, z_Sigma], each flattened like x_t                   (N, 2 D)
+
+``D = H W C``; the flattening is row-major over ``(H, W, C)``, so ``z[:, :D]``
+lines up with ``x_t`` and the Gaussian diffusion uses ``z`` as it uses the
+outputs of its other networks (eqs. 64-65 or the project's other
+parameterizations turn ``z`` into the reverse kernel).
+
+Parameters are a dict of named arrays: ``conv{l}.W`` (S, k, k, C_in, C_out) and
+``conv{l}.b``; ``dense{l}.W`` (C_in, C_out) and ``dense{l}.b``; ``coef.W`` and
+``coef.b``.  Gradients come back keyed the same way.
+"""
+from dataclasses import asdict, dataclass
+from typing import NamedTuple
+
+import numpy
+
+from ..backend import array_module
+from ..nn.readout import bump_basis
+from ..validation import check_positive_int
+from .layers import multiscale_backward, multiscale_forward, pixel_readout_backward, pixel_readout_forward
+from .layers import pointwise_backward, pointwise_forward, tanh_backward, tanh_forward
+
+
+@dataclass
+class ImageNetConfig:
+    """Architecture.  The paper gives no widths; the defaults are the authors' code's
+    (``n_hidden_conv = 20``, ``n_layers_conv = 4``, ``n_temporal_basis = 10``, a 20-unit
+    per-pixel hidden layer before the linear readout), with 3 x 3 kernels.
+
+    Attributes
+    ----------
+    size : int             image side in pixels (square images), divisible by ``2^(n_scales - 1)``.
+    channels : int         colours ``C`` (1: grey).
+    T : int                trajectory length.
+    n_scales : int         scales of each multi-scale layer (1: plain convolution).
+    kernel : int           odd kernel side ``k``.
+    n_hidden_conv, n_layers_conv : int     width and number of multi-scale layers.
+    n_hidden_dense, n_layers_dense : int   width and number of 1 x 1 tanh layers.
+    n_temporal_basis : int                 bumps ``J`` of the readout (eq. 63).
+    """
+    size: int = 16
+    channels: int = 1
+    T: int = 1000
+    n_scales: int = 3
+    kernel: int = 3
+    n_hidden_conv: int = 20
+    n_layers_conv: int = 4
+    n_hidden_dense: int = 20
+    n_layers_dense: int = 1
+    n_temporal_basis: int = 10
+
+    def __post_init__(self):
+        for name in ("size", "channels", "n_scales", "kernel", "n_hidden_conv", "n_hidden_dense",
+                     "n_temporal_basis"):
+            check_positive_int(name, getattr(self, name))
+        check_positive_int("T", self.T, 2)
+        check_positive_int("n_layers_conv", self.n_layers_conv, 0)
+        check_positive_int("n_layers_dense", self.n_layers_dense, 0)
+        if self.kernel % 2 == 0:
+            raise ValueError(f"kernel must be odd (same padding), got {self.kernel}")
+        if self.size % 2 ** (self.n_scales - 1):
+            raise ValueError(f"size {self.size} must be divisible by 2^(n_scales - 1) = "
+                             f"{2 ** (self.n_scales - 1)} to pool {self.n_scales} scales")
+
+    @property
+    def D(self):
+        """Data dimension ``H W C``."""
+        return self.size * self.size * self.channels
+
+    def to_dict(self):
+        return asdict(self)
+
+
+def init_image_net(cfg, rng, dtype=numpy.float64):
+    """Initial parameters (host arrays).
+
+    Convolution kernels are normal with variance ``1 / (S k^2 C_in)`` (the ``S``
+    scales add up), 1 x 1 layers Glorot-uniform, biases zero; the coefficient
+    map starts at zero, so the untrained network outputs ``z = 0``.
+    """
+    params, c_in, S, k = {}, cfg.channels, cfg.n_scales, cfg.kernel
+    for l in range(cfg.n_layers_conv):
+        std = 1.0 / numpy.sqrt(S * k * k * c_in)
+        params[f"conv{l}.W"] = (std * rng.standard_normal((S, k, k, c_in, cfg.n_hidden_conv))).astype(dtype)
+        params[f"conv{l}.b"] = numpy.zeros(cfg.n_hidden_conv, dtype=dtype)
+        c_in = cfg.n_hidden_conv
+    for l in range(cfg.n_layers_dense):
+        limit = numpy.sqrt(6.0 / (c_in + cfg.n_hidden_dense))
+        params[f"dense{l}.W"] = rng.uniform(-limit, limit, (c_in, cfg.n_hidden_dense)).astype(dtype)
+        params[f"dense{l}.b"] = numpy.zeros(cfg.n_hidden_dense, dtype=dtype)
+        c_in = cfg.n_hidden_dense
+    n_coef = 2 * cfg.channels * cfg.n_temporal_basis
+    params["coef.W"] = numpy.zeros((c_in, n_coef), dtype=dtype)
+    params["coef.b"] = numpy.zeros(n_coef, dtype=dtype)
+    return params
+
+
+class ImageNetCache(NamedTuple):
+    """The layers' caches, in forward order, and the image shape."""
+    convs: tuple       # MultiScaleCache per multi-scale layer
+    denses: tuple      # (PointwiseCache, ActCache) per 1 x 1 tanh layer
+    coef: object       # PointwiseCache of the coefficient map
+    readout: object    # ReadoutCache
+    shape: tuple       # (N, H, W, C)
+
+
+def image_net_forward(xt, t, params, cfg, G):
+    """``z = net(x_t, t)``.
+
+    Parameters
+    ----------
+    xt : ndarray of shape (N, D), ``D = size^2 C``, row-major over (H, W, C)
+    t : int ndarray of shape (N,), values ``1..T``
+    params : mapping name -> ndarray, from :func:`init_image_net`
+    cfg : ImageNetConfig
+    G : ndarray of shape (T + 1, J), the bump basis (eq. 63) in the parameters' dtype
+
+    Returns
+    -------
+    z : ndarray of shape (N, 2 D), ``[z_mu, z_Sigma]``
+    cache : ImageNetCache
+    """
+    N, s, C = xt.shape[0], cfg.size, cfg.channels
+    if xt.ndim != 2 or xt.shape[1] != cfg.D:
+        raise ValueError(f"x_t must have shape (N, {cfg.D}) for {s} x {s} x {C} images, got {tuple(xt.shape)}")
+    h = xt.reshape(N, s, s, C)                                        # (N, H, W, C)
+    convs, denses = [], []
+    for l in range(cfg.n_layers_conv):
+        h, c = multiscale_forward(h, params[f"conv{l}.W"], params[f"conv{l}.b"])   # (N, H, W, n_hidden_conv)
+        convs.append(c)
+    for l in range(cfg.n_layers_dense):
+        a, c_lin = pointwise_forward(h, params[f"dense{l}.W"], params[f"dense{l}.b"])
+        h, c_act = tanh_forward(a)                                    # (N, H, W, n_hidden_dense)
+        denses.append((c_lin, c_act))
+    y, c_coef = pointwise_forward(h, params["coef.W"], params["coef.b"])   # y_i, App. D.2.1  (N, H, W, 2 C J)
+    z, c_read = pixel_readout_forward(y, t, G)                        # eq. (62)        (N, H, W, 2 C)
+    z = z.reshape(N, s, s, 2, C).transpose(0, 3, 1, 2, 4).reshape(N, 2 * cfg.D)   # [z_mu, z_Sigma]  (N, 2 D)
+    return z, ImageNetCache(tuple(convs), tuple(denses), c_coef, c_read, (N, s, s, C))
+
+
+def image_net_backward(dz, cache, *, need_dx=True):
+    """Gradients: returns ``(dx, dparams)``, ``dx`` (N, D) or ``None`` without ``need_dx``
+    (a fixed schedule needs no gradient through ``x_t``), ``dparams`` keyed like the parameters."""
+    N, s, _, C = cache.shape
+    grads = {}
+    dz = dz.reshape(N, 2, s, s, C).transpose(0, 2, 3, 1, 4).reshape(N, s, s, 2 * C)   # (N, H, W, 2 C)
+    dy = pixel_readout_backward(dz, cache.readout)                    # (N, H, W, 2 C J)
+    hidden = bool(cache.denses or cache.convs)
+    dh, grads["coef.W"], grads["coef.b"] = pointwise_backward(dy, cache.coef, need_dx=need_dx or hidden)
+    for l in reversed(range(len(cache.denses))):
+        c_lin, c_act = cache.denses[l]
+        da = tanh_backward(dh, c_act)
+        dh, grads[f"dense{l}.W"], grads[f"dense{l}.b"] = pointwise_backward(
+            da, c_lin, need_dx=need_dx or l > 0 or bool(cache.convs))
+    for l in reversed(range(len(cache.convs))):
+        dh, grads[f"conv{l}.W"], grads[f"conv{l}.b"] = multiscale_backward(
+            dh, cache.convs[l], need_dx=need_dx or l > 0)
+    return (dh.reshape(N, -1) if dh is not None else None), grads
+
+
+class ImageNetwork:
+    """The image network as an object a diffusion model can hold: configuration and
+    the temporal basis; no parameters.
+
+    ``init(rng, dtype) -> params``, ``forward(xt, t, params) -> (z, cache)``,
+    ``backward(dz, cache, *, need_dxt) -> (dxt, dparams)``.  The backend and
+    dtype are those of the parameters; ``xt`` is cast to that dtype.
+    """
+
+    def __init__(self, cfg):
+        self.cfg = ImageNetConfig(**cfg) if isinstance(cfg, dict) else cfg
+        self._G = {}
+
+    @property
+    def D(self):
+        return self.cfg.D
+
+    @property
+    def T(self):
+        return self.cfg.T
+
+    def init(self, rng, dtype=numpy.float64):
+        return init_image_net(self.cfg, rng, dtype)
+
+    def basis(self, xp, dtype):
+        """The bump basis ``G`` (T + 1, J) of eq. (63), as an ``xp`` array of ``dtype``, made once."""
+        key = (xp.__name__, numpy.dtype(dtype).str)
+        if key not in self._G:
+            self._G[key] = xp.asarray(bump_basis(self.cfg.T, self.cfg.n_temporal_basis), dtype=dtype)
+        return self._G[key]
+
+    def forward(self, xt, t, params):
+        W = params["coef.W"]
+        xp = array_module(W)
+        return image_net_forward(xt.astype(W.dtype, copy=False), t, params, self.cfg, self.basis(xp, W.dtype))
+
+    def backward(self, dz, cache, *, need_dxt=True):
+        dz = dz.astype(cache.coef.W.dtype, copy=False)
+        return image_net_backward(dz, cache, need_dx=need_dxt)
+
+    def config(self):
+        return {"kind": "image", **self.cfg.to_dict()}
+
+    @classmethod
+    def from_config(cls, d):
+        return cls(ImageNetConfig(**{k: v for k, v in d.items() if k != "kind"}))
