@@ -23,7 +23,7 @@ configs = st.builds(ImageNetConfig, size=st.sampled_from([4, 8]), channels=st.in
 
 def random_params(net, rng):
     """Initial parameters with every array random, so that no gradient is trivially zero."""
-    return {k: rng.normal(scale=0.7, size=v.shape) for k, v in net.init(rng).items()}
+    return {k: rng.normal(scale=0.7, size=v.shape) for k, v in net.init_params(rng).items()}
 
 
 def flat(params):
@@ -74,7 +74,7 @@ def test_every_parameter_gradient(seed):
 
 def test_untrained_network_outputs_zero():
     net = ImageNetwork(ImageNetConfig(size=8, T=20))
-    params = net.init(np.random.default_rng(0), np.float32)
+    params = net.init_params(np.random.default_rng(0), np.float32)
     z, _ = net.forward(np.random.default_rng(1).normal(size=(3, 64)), np.array([1, 7, 20]), params)
     assert z.dtype == np.float32 and not z.any()
 
@@ -84,8 +84,8 @@ def test_constant_coefficients_give_constant_outputs_in_the_right_halves():
     value at every t; the first C J coefficients feed z_mu = z[:, :D], the rest z_Sigma."""
     cfg = ImageNetConfig(size=4, channels=2, T=30, n_scales=2, n_temporal_basis=5)
     net = ImageNetwork(cfg)
-    params = net.init(np.random.default_rng(0))
-    params["coef.b"] = np.repeat([1.0, 2.0, -3.0, 4.0], 5)            # (mu c0, mu c1, Sigma c0, Sigma c1) x J
+    params = net.init_params(np.random.default_rng(0))
+    params["readout.b"] = np.repeat([1.0, 2.0, -3.0, 4.0], 5)            # (mu c0, mu c1, Sigma c0, Sigma c1) x J
     z, _ = net.forward(np.zeros((2, cfg.D)), np.array([2, 30]), params)
     D = cfg.D
     np.testing.assert_allclose(z[:, :D].reshape(2, 4, 4, 2), np.broadcast_to([1.0, 2.0], (2, 4, 4, 2)))
@@ -113,7 +113,7 @@ def test_config_round_trip_and_errors():
     with pytest.raises(ValueError, match="odd"):
         ImageNetConfig(kernel=2)
     with pytest.raises(ValueError, match=r"x_t must have shape \(N, 64\)"):
-        net.forward(np.zeros((1, 10)), np.array([1]), net.init(np.random.default_rng(0)))
+        net.forward(np.zeros((1, 10)), np.array([1]), net.init_params(np.random.default_rng(0)))
 
 
 def test_backward_function_form():

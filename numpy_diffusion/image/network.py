@@ -13,8 +13,9 @@ outputs of its other networks (eqs. 64-65 or the project's other
 parameterizations turn ``z`` into the reverse kernel).
 
 Parameters are a dict of named arrays: ``conv{l}.W`` (S, k, k, C_in, C_out) and
-``conv{l}.b``; ``dense{l}.W`` (C_in, C_out) and ``dense{l}.b``; ``coef.W`` and
-``coef.b``.  Gradients come back keyed the same way.
+``conv{l}.b``; ``dense{l}.W`` (C_in, C_out) and ``dense{l}.b``; ``readout.W`` and
+``readout.b``, the per-pixel map to the temporal coefficients (the paper's
+"Readout", App. D.2.1).  Gradients come back keyed the same way.
 """
 from dataclasses import asdict, dataclass
 from typing import NamedTuple
@@ -97,8 +98,8 @@ def init_image_net(cfg, rng, dtype=numpy.float64):
         params[f"dense{l}.b"] = numpy.zeros(cfg.n_hidden_dense, dtype=dtype)
         c_in = cfg.n_hidden_dense
     n_coef = 2 * cfg.channels * cfg.n_temporal_basis
-    params["coef.W"] = numpy.zeros((c_in, n_coef), dtype=dtype)
-    params["coef.b"] = numpy.zeros(n_coef, dtype=dtype)
+    params["readout.W"] = numpy.zeros((c_in, n_coef), dtype=dtype)
+    params["readout.b"] = numpy.zeros(n_coef, dtype=dtype)
     return params
 
 
@@ -106,7 +107,7 @@ class ImageNetCache(NamedTuple):
     """The layers' caches, in forward order, and the image shape."""
     convs: tuple       # MultiScaleCache per multi-scale layer
     denses: tuple      # (PointwiseCache, ActCache) per 1 x 1 tanh layer
-    coef: object       # PointwiseCache of the coefficient map
+    coef: object       # PointwiseCache of the readout's coefficient map
     readout: object    # ReadoutCache
     shape: tuple       # (N, H, W, C)
 
@@ -139,7 +140,7 @@ def image_net_forward(xt, t, params, cfg, G):
         a, c_lin = pointwise_forward(h, params[f"dense{l}.W"], params[f"dense{l}.b"])
         h, c_act = tanh_forward(a)                                    # (N, H, W, n_hidden_dense)
         denses.append((c_lin, c_act))
-    y, c_coef = pointwise_forward(h, params["coef.W"], params["coef.b"])   # y_i, App. D.2.1  (N, H, W, 2 C J)
+    y, c_coef = pointwise_forward(h, params["readout.W"], params["readout.b"])   # y_i, App. D.2.1  (N, H, W, 2 C J)
     z, c_read = pixel_readout_forward(y, t, G)                        # eq. (62)        (N, H, W, 2 C)
     z = z.reshape(N, s, s, 2, C).transpose(0, 3, 1, 2, 4).reshape(N, 2 * cfg.D)   # [z_mu, z_Sigma]  (N, 2 D)
     return z, ImageNetCache(tuple(convs), tuple(denses), c_coef, c_read, (N, s, s, C))
@@ -153,7 +154,7 @@ def image_net_backward(dz, cache, *, need_dx=True):
     dz = dz.reshape(N, 2, s, s, C).transpose(0, 2, 3, 1, 4).reshape(N, s, s, 2 * C)   # (N, H, W, 2 C)
     dy = pixel_readout_backward(dz, cache.readout)                    # (N, H, W, 2 C J)
     hidden = bool(cache.denses or cache.convs)
-    dh, grads["coef.W"], grads["coef.b"] = pointwise_backward(dy, cache.coef, need_dx=need_dx or hidden)
+    dh, grads["readout.W"], grads["readout.b"] = pointwise_backward(dy, cache.coef, need_dx=need_dx or hidden)
     for l in reversed(range(len(cache.denses))):
         c_lin, c_act = cache.denses[l]
         da = tanh_backward(dh, c_act)
@@ -169,7 +170,7 @@ class ImageNetwork:
     """The image network as an object a diffusion model can hold: configuration and
     the temporal basis; no parameters.
 
-    ``init(rng, dtype) -> params``, ``forward(xt, t, params) -> (z, cache)``,
+    ``init_params(rng, dtype) -> params``, ``forward(xt, t, params) -> (z, cache)``,
     ``backward(dz, cache, *, need_dxt) -> (dxt, dparams)``.  The backend and
     dtype are those of the parameters; ``xt`` is cast to that dtype.
     """
@@ -186,7 +187,7 @@ class ImageNetwork:
     def T(self):
         return self.cfg.T
 
-    def init(self, rng, dtype=numpy.float64):
+    def init_params(self, rng, dtype=numpy.float64):
         return init_image_net(self.cfg, rng, dtype)
 
     def basis(self, xp, dtype):
@@ -197,7 +198,7 @@ class ImageNetwork:
         return self._G[key]
 
     def forward(self, xt, t, params):
-        W = params["coef.W"]
+        W = params["readout.W"]
         xp = array_module(W)
         return image_net_forward(xt.astype(W.dtype, copy=False), t, params, self.cfg, self.basis(xp, W.dtype))
 
