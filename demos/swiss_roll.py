@@ -25,7 +25,7 @@ from numpy_diffusion.run import plots                                           
 from numpy_diffusion.backend import to_host                                 # noqa: E402
 from numpy_diffusion.run.checkpoint import CheckpointError, save_json           # noqa: E402
 from numpy_diffusion.datasets import swiss_roll                             # noqa: E402
-from numpy_diffusion.gaussian.forward import q_sample                        # noqa: E402
+from numpy_diffusion.gaussian.forward import q_sample_forward                # noqa: E402
 from numpy_diffusion.gaussian.model import GaussianDiffusion, ModelConfig            # noqa: E402
 from numpy_diffusion.nn.network import NetConfig                               # noqa: E402
 from numpy_diffusion.gaussian.schedule import ScheduleConfig                         # noqa: E402
@@ -108,8 +108,8 @@ def draw_figure1(model, params, traj, n, seed, xp, path):
     times = (0, T // 2, T)
     rng = numpy.random.default_rng(seed + 3)
     x0 = swiss_roll(n, rng)
-    eps, tables = xp.asarray(rng.standard_normal(x0.shape)), model.tables(params)[0]
-    q = {t: x0 if t == 0 else to_host(q_sample(xp.asarray(x0), xp.full(n, t), eps, tables)) for t in times}
+    eps, tables = xp.asarray(rng.standard_normal(x0.shape)), model.tables(params)
+    q = {t: x0 if t == 0 else to_host(q_sample_forward(xp.asarray(x0), xp.full(n, t), eps, tables)[0]) for t in times}
     p = {t: to_host(traj[t]) for t in times}
     plots.figure1(times, q, p, drift_on_grid(model, params, times), path)
 

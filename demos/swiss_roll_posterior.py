@@ -71,7 +71,7 @@ def gaussian_check(rng):
     sched = ScheduleConfig(T=T, beta_1=1e-5, baseline="reference")
     model = GaussianDiffusion(ModelConfig(net=net, schedule=sched, param="reference"))
     params = model.init_params(rng)                                        # zero readout: z = 0
-    tables = model.tables(params)[0]
+    tables = model.tables(params)
     out = {"setting": "p(x0) = N(0, 1) (zero network, 'reference', reference schedule, T = 40, "
                       "beta_1 = 1e-5), y = 1, sigma_d^2 = 0.5",
            "exact_posterior": [y / (1 + s2), s2 / (1 + s2)]}

@@ -49,3 +49,25 @@ def check_same_rows(**arrays):
     if len(set(rows.values())) > 1:
         said = ", ".join(f"{k} has {n}" for k, n in rows.items())
         raise ValueError(f"arrays must have the same number of rows (examples): {said}")
+
+
+def check_steps(name, t, first, last, shape=None):
+    """Check time steps: integers (not booleans or floats) in ``first..last``, of ``shape``.
+
+    ``t`` is a Python or NumPy integer, or an integer array (any backend).  Returns it.
+    """
+    if hasattr(t, "dtype") and getattr(t, "ndim", 0) > 0:
+        check_array(name, t, shape=shape)
+        if t.dtype.kind not in "iu":
+            raise ValueError(f"{name} must hold integers in {first}..{last} (time steps), got dtype {t.dtype}")
+        if t.size and bool(((t < first) | (t > last)).any()):
+            raise ValueError(f"{name} must hold integers in {first}..{last} (time steps), got values in "
+                             f"[{int(t.min())}, {int(t.max())}]")
+        return t
+    if shape is not None:
+        raise ValueError(f"{name} must be an integer array of shape {tuple(shape)}, got {t!r}")
+    if isinstance(t, bool) or not isinstance(t, numbers.Integral):
+        raise ValueError(f"{name} must be an integer time step in {first}..{last}, got {t!r}")
+    if not first <= t <= last:
+        raise ValueError(f"{name} must be a time step in {first}..{last}, got {t}")
+    return int(t)

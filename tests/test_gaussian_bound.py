@@ -5,13 +5,12 @@ import numpy as np
 import pytest
 from hypothesis import given
 
-from numpy_diffusion.gaussian.bound import (bound_backward, bound_exact, bound_forward, bound_xt_backward,
-                                   entropy_terms)
-from numpy_diffusion.gaussian.forward import q_posterior, q_sample
-from numpy_diffusion.gaussian.bound import gaussian_entropy, kl_backward, kl_forward, standard_normal_logpdf
-from numpy_diffusion.gradcheck import check_gradient
+from numpy_diffusion.gaussian.bound import (bound_all_t, bound_backward, bound_forward, entropy_terms,
+                                            gaussian_entropy, kl_backward, kl_forward, standard_normal_logpdf)
+from numpy_diffusion.gaussian.forward import q_posterior_forward, q_sample_backward, q_sample_forward
 from numpy_diffusion.gaussian.schedule import ScheduleConfig, schedule_forward
-from numpy_diffusion.gaussian.tables import add_grads, make_tables, tables_backward
+from numpy_diffusion.gaussian.tables import add_grads, tables_backward, tables_forward
+from numpy_diffusion.gradcheck import check_gradient
 
 from strategies import dims, fixed_schedules, seeds
 from strategies import parameterizations as params
@@ -19,8 +18,20 @@ from strategies import parameterizations as params
 schedules = fixed_schedules(max_T=40)
 
 
+def tables_of_beta(beta):
+    return tables_forward(beta)[0]
+
+
 def tables_of(cfg):
-    return make_tables(schedule_forward(cfg)[0])
+    return tables_forward(schedule_forward(cfg)[0])[0]
+
+
+def q_sample(x0, t, eps, tab):
+    return q_sample_forward(x0, t, eps, tab)[0]
+
+
+def q_posterior(x0, xt, t, tab):
+    return q_posterior_forward(x0, xt, t, tab)[0]
 
 
 def batch(rng, N, D, T):
@@ -123,7 +134,7 @@ def test_forward_kernel_as_reverse_kernel_gives_L_null(cfg, D, param):
     z = np.zeros((t.size, 2 * D))
     z[:, D:] = 40.0 if param == "bounded" else 0.0
     weights = np.full(t.size, T - 1.0)                               # uniform t: weight T - 1
-    loss, _ = bound_forward(z, x0, q_sample(x0, t, eps, tab), t, eps, weights, tab, param)
+    loss, _ = bound_forward(z, x0, q_sample(x0, t, eps, tab), t, weights, tab, param=param)
     L_null = -0.5 * D * (math.log(2 * math.pi) + 1)                  # E log N(x0; 0, I)
     b = tab["beta"][2:]
     gap = D * np.sum((np.sqrt(1 - b) - (1 - b)) ** 2 / (2 * b)) if param == "paper" else 0.0
@@ -137,7 +148,7 @@ def test_bound_exact_on_gaussian_data_matches_L_null_within_monte_carlo_error():
     tab = tables_of(ScheduleConfig(T=T, beta_1=1e-5))
     rng = np.random.default_rng(7)
     x0 = rng.standard_normal((N, D))
-    res = bound_exact(lambda xt, t: np.zeros((xt.shape[0], 2 * D)), x0, tab, "reference", rng, n_eps=2)
+    res = bound_all_t(lambda xt, t: np.zeros((xt.shape[0], 2 * D)), x0, tab, "reference", rng, n_eps=2)
     gain = res["K"] - standard_normal_logpdf(x0)
     stderr = gain.std(ddof=1) / math.sqrt(N)
     assert abs(gain.mean()) < 5 * stderr                             # 5 standard errors: false alarm ~1e-6
@@ -150,16 +161,48 @@ def test_bound_exact_sums_every_t_with_its_own_eps():
     tab, rng = tables_of(ScheduleConfig(T=T)), np.random.default_rng(3)
     x0, z_const = rng.standard_normal((N, D)), rng.normal(size=2 * D)
     predict = lambda xt, t: np.tile(z_const, (xt.shape[0], 1))       # noqa: E731
-    res = bound_exact(predict, x0, tab, "bounded", np.random.default_rng(11))
+    res = bound_all_t(predict, x0, tab, "bounded", np.random.default_rng(11))
     eps = np.random.default_rng(11).standard_normal(((T - 1) * N, D))
     t, x0r = np.repeat(np.arange(2, T + 1), N), np.tile(x0, (T - 1, 1))
     xt = q_sample(x0r, t, eps, tab)
-    loss, _ = bound_forward(predict(xt, t), x0r, xt, t, eps, np.ones(t.size), tab, "bounded")
+    loss, _ = bound_forward(predict(xt, t), x0r, xt, t, np.ones(t.size), tab, param="bounded")
     H = entropy_terms(tab, D)
     H_sum = H["H_q_T"] - H["H_q_1"] - H["H_p_T"]
     mean_kl_row = H_sum + float(loss)                                # loss = -(H_sum - mean KL) with w = 1
     expected = H_sum - (T - 1) * mean_kl_row                         # mean_n of H_sum - sum_t KL
     assert res["K"].mean() == pytest.approx(expected, rel=1e-12)
+
+
+def test_exact_per_example_bound_is_the_monte_carlo_elbo():
+    """K_exact = E_q[log p(x_{0:T}) - log q(x_{1:T}|x_0)] per example, off unit variance too.
+
+    Reverse kernel = forward kernel ('reference', z = 0) and a short chain ending at
+    log SNR_T = -2: the ELBO of whole forward trajectories, estimated by Monte Carlo,
+    matches K_exact at x_0 = (3, 0), where eq. (14) is off by
+    (|x_0|^2 - D)(beta_1 + alpha_bar_T) / 2 = 0.43 nats.
+    """
+    T, D, M = 10, 2, 20000
+    tab = tables_of(ScheduleConfig(T=T, beta_1=1e-3, baseline="logsnr", log_snr_T=-2.0))
+    x0 = np.tile([[3.0, 0.0]], (M, 1))                               # M independent eps draws
+    res = bound_all_t(lambda xt, t: np.zeros((xt.shape[0], 2 * D)), x0, tab, "reference",
+                      np.random.default_rng(1))
+    K_exact, K_se = res["K_exact"].mean(), res["K_exact"].std(ddof=1) / math.sqrt(M)
+    rng = np.random.default_rng(2)
+    x, log_w = x0.copy(), np.zeros(M)
+    for t in range(1, T + 1):                                        # forward kernel, eq. (2)
+        x_next = tab["sqrt_alpha"][t] * x + tab["sqrt_beta"][t] * rng.standard_normal((M, D))
+        # log p(x_{t-1}|x_t) - log q(x_t|x_{t-1}), with p the forward kernel reversed under pi
+        log_w += standard_normal_logpdf(x) - standard_normal_logpdf(x_next)
+        x = x_next
+    log_w += standard_normal_logpdf(x)                               # log p(x_T) = log pi(x_T)
+    elbo, se = log_w.mean(), log_w.std(ddof=1) / math.sqrt(M)
+    edge = -0.5 * (9.0 - D) * (tab["beta"][1] + tab["alpha_bar"][T])
+    assert edge == pytest.approx(-0.43, abs=0.01)
+    np.testing.assert_allclose(res["K_exact"], res["K"] + edge, rtol=1e-12)
+    # this reverse kernel makes every trajectory's log ratio log pi(x_0): the ELBO is exact (se = 0)
+    assert elbo == pytest.approx(standard_normal_logpdf(x0[:1])[0], abs=1e-9) and se < 1e-9
+    assert abs(K_exact - elbo) < 5 * K_se                            # 5 standard errors: false alarm ~1e-6
+    assert abs(res["K"].mean() - elbo) > 0.3 > 10 * K_se
 
 
 def test_importance_weights_make_any_distribution_of_t_unbiased():
@@ -179,7 +222,7 @@ def test_importance_weights_make_any_distribution_of_t_unbiased():
 
 def bound_loss(z, x0, t, eps, w, tab, param, xt=None):
     xt = q_sample(x0, t, eps, tab) if xt is None else xt
-    return float(bound_forward(z, x0, xt, t, eps, w, tab, param)[0])
+    return float(bound_forward(z, x0, xt, t, w, tab, param=param)[0])
 
 
 @given(cfg=schedules, seed=seeds, D=dims, param=params)
@@ -188,7 +231,7 @@ def test_bound_gradient_wrt_z_and_xt(cfg, seed, D, param):
     tab = tables_of(cfg)
     x0, t, eps = batch(rng, 5, D, cfg.T)
     xt, z, w = q_sample(x0, t, eps, tab), rng.normal(size=(5, 2 * D)), rng.uniform(0.5, 2, 5)
-    dz, dxt, _ = bound_backward(1.0, bound_forward(z, x0, xt, t, eps, w, tab, param)[1])
+    dz, dxt, _ = bound_backward(1.0, bound_forward(z, x0, xt, t, w, tab, param=param)[1])
     # The loss carries ~1e-14 nats of round-off (entropy terms of ~10 nats): central
     # differences at h = 1e-6 have ~1e-8 absolute noise, ~1e-5 relative on entries far below
     # the largest; a wrong gradient reads O(1)
@@ -203,11 +246,12 @@ def test_bound_gradient_wrt_beta(cfg, seed, D, param):
     beta = schedule_forward(cfg)[0]
     x0, t, eps = batch(rng, 6, D, cfg.T)
     z, w = rng.normal(size=(6, 2 * D)), np.full(6, cfg.T - 1.0)
-    tab = make_tables(beta)
-    _, cache = bound_forward(z, x0, q_sample(x0, t, eps, tab), t, eps, w, tab, param)
+    tab, t_cache = tables_forward(beta)
+    xt, q_cache = q_sample_forward(x0, t, eps, tab)
+    _, cache = bound_forward(z, x0, xt, t, w, tab, param=param)
     dz, dxt, dtables = bound_backward(1.0, cache)
-    dbeta = tables_backward(add_grads(dtables, bound_xt_backward(dxt, cache)), tab)
-    f = lambda log_b: bound_loss(z, x0, t, eps, w, make_tables(np.r_[0.0, np.exp(log_b)]), param)  # noqa: E731
+    dbeta = tables_backward(add_grads(dtables, q_sample_backward(dxt, q_cache)), t_cache)
+    f = lambda log_b: bound_loss(z, x0, t, eps, w, tables_of_beta(np.r_[0.0, np.exp(log_b)]), param)  # noqa: E731
     # in log beta (beta_1 may be 1e-6): scale-free steps; round-off as in the test above
     assert check_gradient(f, np.log(beta[1:]), dbeta[1:] * beta[1:]) < 1e-4
 
@@ -218,7 +262,7 @@ def test_bound_casts_float32_outputs_up_and_gradients_down():
     x0, t, eps = batch(rng, 4, D, T)
     xt, z = q_sample(x0, t, eps, tab), rng.normal(size=(4, 2 * D)).astype(np.float32)
     w = np.full(4, T - 1.0)
-    loss32, cache = bound_forward(z, x0, xt, t, eps, w, tab, "reference")
-    loss64, _ = bound_forward(z.astype(np.float64), x0, xt, t, eps, w, tab, "reference")
+    loss32, cache = bound_forward(z, x0, xt, t, w, tab, param="reference")
+    loss64, _ = bound_forward(z.astype(np.float64), x0, xt, t, w, tab, param="reference")
     assert loss32.dtype == np.float64 and float(loss32) == float(loss64)
     assert bound_backward(1.0, cache)[0].dtype == np.float32

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from numpy_diffusion.nn import layers, readout
-from numpy_diffusion.nn import layers as rbf
 from numpy_diffusion.backend import get_backend, to_host
 from numpy_diffusion.gaussian.model import GaussianDiffusion, ModelConfig
 from numpy_diffusion.nn.network import NetConfig
@@ -52,10 +51,10 @@ def test_layers_match(cp):
 def test_rbf_and_readouts_match(cp):
     rng = np.random.default_rng(1)
     x, c, lw = rng.normal(size=(50, 2)), rng.normal(size=(16, 2)), rng.normal(size=16) * 0.3
-    (oh, ch), (od, cd) = rbf.rbf_forward(x, c, lw), rbf.rbf_forward(*(cp.asarray(a) for a in (x, c, lw)))
+    (oh, ch), (od, cd) = layers.rbf_forward(x, c, lw), layers.rbf_forward(*(cp.asarray(a) for a in (x, c, lw)))
     close(oh, od)
     d = rng.normal(size=oh.shape)
-    for gh, gd in zip(rbf.rbf_backward(d, ch), rbf.rbf_backward(cp.asarray(d), cd)):
+    for gh, gd in zip(layers.rbf_backward(d, ch), layers.rbf_backward(cp.asarray(d), cd)):
         close(gh, gd)
     h, t = rng.normal(size=(50, 6)), rng.integers(1, 11, 50)
     W, b, d = rng.normal(size=(6, 10, 3)), rng.normal(size=(10, 3)), rng.normal(size=(50, 3))

@@ -9,7 +9,6 @@ import pytest
 from hypothesis import given, strategies as st
 
 from numpy_diffusion.nn import layers, readout
-from numpy_diffusion.nn import layers as rbf
 from numpy_diffusion.gradcheck import check_gradient
 from strategies import arrays, batch, dims, rng_from, seeds, times, width
 
@@ -46,10 +45,10 @@ def test_rbf_backward(n, d, h, data):
     x, centres = data.draw(arrays((n, d), scale=1.0)), data.draw(arrays((h, d), scale=1.0))
     log_width = data.draw(arrays((h,), scale=0.35)) + 0.35
     dout = data.draw(arrays((n, h)))
-    out, cache = rbf.rbf_forward(x, centres, log_width)
+    out, cache = layers.rbf_forward(x, centres, log_width)
     np.testing.assert_allclose(out.sum(1), 1.0, rtol=1e-12)   # normalized over units
-    grads = rbf.rbf_backward(dout, cache)
-    f = lambda _: (rbf.rbf_forward(x, centres, log_width)[0] * dout).sum()
+    grads = layers.rbf_backward(dout, cache)
+    f = lambda _: (layers.rbf_forward(x, centres, log_width)[0] * dout).sum()
     for arg, grad in zip((x, centres, log_width), grads):
         assert check_gradient(f, arg, grad) < TOL
 
@@ -111,8 +110,8 @@ def test_layers_keep_dtype(dtype):
     for fwd, bwd in layers.ACTIVATIONS.values():
         out, cache = fwd(x)
         assert out.dtype == dtype and bwd(out, cache).dtype == dtype
-    out, cache = rbf.rbf_forward(x, rng.normal(size=(5, 3)).astype(dtype), np.zeros(5, dtype))
-    assert out.dtype == dtype and all(g.dtype == dtype for g in rbf.rbf_backward(out, cache))
+    out, cache = layers.rbf_forward(x, rng.normal(size=(5, 3)).astype(dtype), np.zeros(5, dtype))
+    assert out.dtype == dtype and all(g.dtype == dtype for g in layers.rbf_backward(out, cache))
 
 
 def test_stable_at_extremes():
@@ -129,7 +128,7 @@ def test_bad_input_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown activation 'relu6'; allowed"):
         layers.activation("relu6")
     with pytest.raises(ValueError, match="do not fit"):
-        rbf.rbf_forward(x, np.zeros((4, 3)), np.zeros(4))
+        layers.rbf_forward(x, np.zeros((4, 3)), np.zeros(4))
     with pytest.raises(ValueError, match="unknown temporal basis"):
         readout.basis("fourier", 10)
     with pytest.raises(ValueError, match="T must be an integer >= 2"):

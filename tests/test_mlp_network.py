@@ -9,7 +9,7 @@ from hypothesis import assume, given, strategies as st
 
 from numpy_diffusion.nn import layers
 from numpy_diffusion.gradcheck import check_gradient, directional_check
-from numpy_diffusion.nn.network import init_mlp, mlp_backward, mlp_forward
+from numpy_diffusion.nn.mlp import init_mlp, mlp_backward, mlp_forward
 from numpy_diffusion.nn.network import NetConfig, init_network, network_backward, network_forward, temporal_basis
 from numpy_diffusion.nn.optim import ParamVector
 from strategies import batch, layer_sizes, rng_from, seeds, times
@@ -28,11 +28,11 @@ def test_mlp_backward(activation, sizes, n, seed, activate_last):
     if activation == "leaky_relu":               # stay off the kink at 0 (SPEC §6)
         assume(_min_abs_preactivation(params, x, activate_last) > 1e-3)
     dout = rng.standard_normal((n, sizes[-1]))
-    out, cache = mlp_forward(params, x, activation, activate_last)
+    out, cache = mlp_forward(x, params, activation=activation, activate_last=activate_last)
     assert out.shape == (n, sizes[-1])
-    grads, dx = mlp_backward(dout, cache)
+    dx, grads = mlp_backward(dout, cache)
     assert grads.keys() == params.keys()
-    f = lambda _: (mlp_forward(params, x, activation, activate_last)[0] * dout).sum()
+    f = lambda _: (mlp_forward(x, params, activation=activation, activate_last=activate_last)[0] * dout).sum()
     assert check_gradient(f, x, dx) < TOL
     for name in params:
         assert check_gradient(f, params[name], grads[name]) < TOL, name
@@ -60,10 +60,10 @@ def _network_loss(cfg, seed, n=5):
     dz = rng.standard_normal((n, cfg.n_out))
 
     def loss(theta):
-        return (network_forward(ParamVector(pv.layout, theta).views, x, t, cfg, G)[0] * dz).sum()
+        return (network_forward(x, t, ParamVector(pv.layout, theta).views, cfg, G)[0] * dz).sum()
 
-    z, cache = network_forward(pv.views, x, t, cfg, G)
-    grads, dx = network_backward(dz, cache)
+    z, cache = network_forward(x, t, pv.views, cfg, G)
+    dx, grads = network_backward(dz, cache)
     flat = ParamVector.from_arrays({k: grads[k] for k in pv.layout}).flat
     return pv, x, t, G, dz, loss, flat, dx, rng
 
@@ -77,7 +77,7 @@ def test_network_end_to_end(net, hidden, basis, fourier, seed, T):
                     fourier=fourier, fourier_scale=1.5, fourier_learned=True)
     pv, x, t, G, dz, loss, flat, dx, rng = _network_loss(cfg, seed)
     assert directional_check(loss, pv.flat.copy(), flat, rng) < TOL       # whole model, 2 evaluations
-    f = lambda _: (network_forward(pv.views, x, t, cfg, G)[0] * dz).sum()
+    f = lambda _: (network_forward(x, t, pv.views, cfg, G)[0] * dz).sum()
     assert check_gradient(f, x, dx) < TOL                   # feeds the beta gradient
 
 
@@ -86,7 +86,7 @@ def test_untrained_network_outputs_zero():
     cfg = NetConfig()
     params = init_network(cfg, np.random.default_rng(0))
     x, t = np.random.default_rng(1).standard_normal((8, 2)), np.arange(1, 9)
-    assert not network_forward(params, x, t, cfg, temporal_basis(cfg))[0].any()
+    assert not network_forward(x, t, params, cfg, temporal_basis(cfg))[0].any()
 
 
 def test_network_config_errors():
@@ -97,12 +97,12 @@ def test_network_config_errors():
     with pytest.raises(ValueError, match="hidden width must be an integer >= 1, got 0"):
         NetConfig(hidden=(16, 0))
     with pytest.raises(ValueError, match="unknown activation 'relu6'"):
-        mlp_forward(init_mlp((2, 3), np.random.default_rng(0)), np.zeros((1, 2)), "relu6")
+        mlp_forward(np.zeros((1, 2)), init_mlp((2, 3), np.random.default_rng(0)), activation="relu6")
     with pytest.raises(ValueError, match="layer size must be an integer >= 1, got -3"):
         init_mlp((2, -3, 1), np.random.default_rng(0))
     cfg = NetConfig()
     params = init_network(cfg, np.random.default_rng(0))
     with pytest.raises(ValueError, match=r"x_t must have shape \(any, 2\), got \(4, 3\)"):
-        network_forward(params, np.zeros((4, 3)), np.ones(4, int), cfg, temporal_basis(cfg))
+        network_forward(np.zeros((4, 3)), np.ones(4, int), params, cfg, temporal_basis(cfg))
     with pytest.raises(ValueError, match="x_t contains NaN"):
-        network_forward(params, np.full((4, 2), np.nan), np.ones(4, int), cfg, temporal_basis(cfg))
+        network_forward(np.full((4, 2), np.nan), np.ones(4, int), params, cfg, temporal_basis(cfg))

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from numpy_diffusion.gradcheck import check_gradient, directional_check
-from numpy_diffusion.gaussian.model import GaussianDiffusion, ModelConfig, init_params
+from numpy_diffusion.gaussian.model import GaussianDiffusion, ModelConfig
 from numpy_diffusion.nn.network import NetConfig
 from numpy_diffusion.nn.optim import ParamVector
 from numpy_diffusion.gaussian.schedule import ScheduleConfig
@@ -105,7 +105,7 @@ def test_float32_network_keeps_the_exactness_check_exact():
     N(0, I) data gives K = L_null to round-off (a float32 bound was off by 0.13 bits, issue 3)."""
     T, D = 40, 2
     model = small_model("mlp", "reference", learn=False, T=T)
-    p = init_params(model.cfg, np.random.default_rng(0), np.float32)
+    p = model.init_params(np.random.default_rng(0), np.float32)
     s = math.sqrt(2.0)                                                # sigma points: exact expectation
     pts = np.array([[s, 0.0], [-s, 0.0], [0.0, s], [0.0, -s]])        # (x0_d, eps_d), see test_gaussian_bound
     t = np.repeat(np.arange(2, T + 1), 4)
@@ -151,7 +151,7 @@ def test_random_batches_are_reproducible():
 
 def test_init_params_function_and_config_round_trip():
     model = small_model(learn=True)
-    p = init_params(model.cfg, np.random.default_rng(0), np.float32)
+    p = model.init_params(np.random.default_rng(0), np.float32)
     assert p["schedule.w"].dtype == np.float32 and np.all(p["schedule.w"] == 0)
     assert ModelConfig.from_dict(model.cfg.to_dict()) == model.cfg
     assert GaussianDiffusion.from_config(model.config()).cfg == model.cfg

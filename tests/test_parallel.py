@@ -1,9 +1,11 @@
-"""Sharded training steps (:mod:`parallel`) and reused arrays (:mod:`workspace`).
+"""Speed outside the formulas (:mod:`numpy_diffusion.run.speed`): sharded steps and the allocator.
 
 A step split over threads must compute the whole batch's loss and gradient (up
 to rounding, in float64 to 1e-12), a fixed shard count must reproduce a run bit
-for bit, and a workspace must change nothing but where the arrays live.
+for bit, and raising the allocator's thresholds must change no number.
 """
+import platform
+
 import numpy as np
 import pytest
 from hypothesis import given, strategies as st
@@ -11,10 +13,10 @@ from hypothesis import given, strategies as st
 from numpy_diffusion.datasets import swiss_roll
 from numpy_diffusion.gaussian.model import GaussianDiffusion, ModelConfig
 from numpy_diffusion.nn.network import NetConfig
-from numpy_diffusion.run.speed import auto_shards, blas_control, blas_threads, shard_slices
+from numpy_diffusion.run.speed import (auto_shards, blas_control, blas_threads, raise_malloc_thresholds,
+                                       shard_slices)
 from numpy_diffusion.gaussian.schedule import ScheduleConfig
 from numpy_diffusion.run.training import TrainConfig, Trainer
-from numpy_diffusion.workspace import Workspace
 
 
 def swiss_model():
@@ -90,39 +92,27 @@ def test_blas_threads_are_held_and_restored():
     assert get() == before
 
 
-def assert_workspace_changes_nothing(model, params, x0, drawn):
-    """The same loss and gradients with a workspace as without, bit for bit, two steps
-    running; the second step is handed the first step's arrays."""
+def assert_allocator_changes_nothing(model, params, x0, drawn):
+    """The same loss and gradients before and after the allocator's thresholds are raised,
+    bit for bit, two steps running (the second reusing the first's freed memory)."""
     loss, grads = model.loss_and_grads(params, x0, *drawn)
-    ws = Workspace(np)
-    held = None
+    raise_malloc_thresholds()
     for _ in range(2):
-        ws.start()
-        loss_ws, grads_ws = model.loss_and_grads(params, x0, *drawn, workspace=ws)
-        assert loss_ws == loss and all(np.array_equal(grads_ws[k], grads[k]) for k in grads)
-        assert held is None or [id(a) for a in ws.arrays] == held
-        held = [id(a) for a in ws.arrays]
-    assert ws.nbytes > 0
+        loss_again, grads_again = model.loss_and_grads(params, x0, *drawn)
+        assert loss_again == loss and all(np.array_equal(grads_again[k], grads[k]) for k in grads)
 
 
-def test_workspace_changes_nothing_but_where_arrays_live():
+def test_allocator_thresholds_change_nothing():
     model = swiss_model()
     rng = np.random.default_rng(2)
     params = {k: v + 0.1 * rng.standard_normal(v.shape).astype(v.dtype)
               for k, v in model.init_params(rng, np.float32).items()}
-    assert_workspace_changes_nothing(model, params, swiss_roll(50, rng), model.draw(rng, 50))
+    assert_allocator_changes_nothing(model, params, swiss_roll(50, rng), model.draw(rng, 50))
 
 
-def test_workspace_remakes_an_array_whose_shape_changed():
-    ws = Workspace(np)
-    a = ws.empty((4, 3), np.float32)
-    ws.start()
-    assert ws.empty((4, 3), np.float32) is a
-    ws.start()
-    b = ws.empty((5, 3), np.float32)
-    assert b.shape == (5, 3) and b is not a
-    ws.start()
-    assert ws.empty((5, 3), np.float64).dtype == np.float64
+def test_allocator_thresholds_take_effect_on_glibc_and_do_nothing_elsewhere():
+    took = raise_malloc_thresholds()
+    assert took is (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
 
 
 def test_bad_data_in_a_shard_stops_the_step_with_the_models_error():
@@ -142,10 +132,10 @@ def test_bad_data_in_a_shard_stops_the_step_with_the_models_error():
 
 
 @pytest.mark.parametrize("basis", ["bump", "identity"])
-def test_workspace_changes_nothing_in_the_binomial_model(basis):
+def test_allocator_changes_nothing_in_the_binomial_model(basis):
     from numpy_diffusion.binomial.model import BinomialDiffusion
     model = BinomialDiffusion(D=6, T=12, pi=0.25, hidden=(7, 5), basis=basis, n_bumps=4)
     rng = np.random.default_rng(3)
     params = {k: v + 0.2 * rng.standard_normal(v.shape) for k, v in model.init_params(rng).items()}
     x0 = (rng.random((40, 6)) < 0.3).astype(np.float64)
-    assert_workspace_changes_nothing(model, params, x0, model.draw(rng, 40))
+    assert_allocator_changes_nothing(model, params, x0, model.draw(rng, 40))

@@ -77,7 +77,7 @@ def chain_closed_form(beta, choice, y=Y, s2=S2, smooth=False):
 
 
 def beta_of(model):
-    return np.asarray(model.tables(PARAMS)[0]["beta"])
+    return np.asarray(model.tables(PARAMS)["beta"])
 
 
 def test_zero_network_is_the_forward_kernel():
@@ -105,7 +105,7 @@ def test_closed_form_reproduces_the_issue():
 def test_r_schedule_matches_its_definition():
     beta = beta_of(MODEL)
     for choice in CHOICES:
-        c, h = r_schedule(MODEL.tables(PARAMS)[0], math.sqrt(S2), choice)
+        c, h = r_schedule(MODEL.tables(PARAMS), math.sqrt(S2), choice)
         c0, h0 = intermediate_r(beta, choice)
         np.testing.assert_allclose(c, c0, rtol=1e-12)
         np.testing.assert_allclose(h, h0, rtol=1e-12)
@@ -243,7 +243,7 @@ def test_bad_input_is_a_clear_error():
 
 def test_library_closed_form_agrees_with_this_derivation():
     from numpy_diffusion.posterior.paper import forward_kernel_chain_moments
-    tables, beta = MODEL.tables(PARAMS)[0], beta_of(MODEL)
+    tables, beta = MODEL.tables(PARAMS), beta_of(MODEL)
     for choice in CHOICES:
         for smooth in ((False, True) if choice != "diffused" else (False,)):
             np.testing.assert_allclose(forward_kernel_chain_moments(tables, Y, math.sqrt(S2), choice, smooth),

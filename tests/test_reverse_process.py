@@ -4,14 +4,24 @@ import pytest
 from hypothesis import given
 
 from numpy_diffusion.gradcheck import check_gradient
-from numpy_diffusion.gaussian.reverse import p_mean_logvar, p_mean_logvar_backward, p_sample_loop
+from numpy_diffusion.gaussian.reverse import p_mean_logvar_backward, p_mean_logvar_forward, p_sample_loop
 from numpy_diffusion.gaussian.schedule import ScheduleConfig, schedule_forward
-from numpy_diffusion.gaussian.tables import make_tables, scatter_by_t, tables_backward
+from numpy_diffusion.gaussian.tables import tables_backward, tables_forward
 
 from strategies import fixed_schedules, seeds
 from strategies import parameterizations as params
 
 schedules = fixed_schedules(max_T=30)
+
+
+def make_tables(beta):
+    return tables_forward(beta)[0]
+
+
+def p_mean_logvar(z, xt, t, tab, param):
+    """``(mu_p, logvar_p, cache)``, the pair's outputs unpacked."""
+    (mu_p, logvar_p), cache = p_mean_logvar_forward(z, xt, t, tab, param=param)
+    return mu_p, logvar_p, cache
 
 
 def setup(cfg, seed, N=5, D=2):
@@ -53,12 +63,12 @@ def test_backward_matches_finite_differences(cfg, seed, param):
         mu_p, logvar_p, _ = p_mean_logvar(z, xt, t, tab, param)
         return (dmu * mu_p).sum() + (dlogvar * logvar_p).sum()
 
-    dz, dxt, dcoef = p_mean_logvar_backward(dmu, dlogvar, p_mean_logvar(z, xt, t, tab, param)[2])
+    dz, dxt, dtables = p_mean_logvar_backward(dmu, dlogvar, p_mean_logvar(z, xt, t, tab, param)[2])
     # smooth functions of O(1) inputs: FD at h = 1e-6 agrees to ~1e-8 on O(1) entries and
     # ~1e-6 on entries far below the largest; a wrong rule reads O(1)
     assert check_gradient(lambda a: f(z=a), z, dz) < 1e-5
     assert check_gradient(lambda a: f(xt=a), xt, dxt) < 1e-5
-    dbeta = tables_backward(scatter_by_t(t, dcoef, cfg.T), tab)
+    dbeta = tables_backward(dtables, tables_forward(beta)[1])
     g = lambda log_b: f(tab=make_tables(np.r_[0.0, np.exp(log_b)]))  # noqa: E731  (log beta: scale-free)
     assert check_gradient(g, np.log(beta[1:]), dbeta[1:] * beta[1:]) < 1e-5
 

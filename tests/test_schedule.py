@@ -6,7 +6,7 @@ from hypothesis import example, given
 from numpy_diffusion.gradcheck import check_gradient
 from numpy_diffusion.gaussian.schedule import (ScheduleConfig, baseline_beta, init_schedule_params, log_snr,
                                       schedule_backward, schedule_forward)
-from numpy_diffusion.gaussian.tables import DIFFERENTIABLE, check_beta, make_tables, scatter_by_t, tables_backward
+from numpy_diffusion.gaussian.tables import DIFFERENTIABLE, check_beta, scatter_by_t, tables_backward, tables_forward
 
 from strategies import schedule_configs as configs
 from strategies import seeds
@@ -24,7 +24,7 @@ def beta_of(cfg, seed, scale=2.0):
 
 @given(cfg=configs, seed=seeds)
 def test_alpha_bar_starts_at_one_and_decreases(cfg, seed):
-    tab = make_tables(beta_of(cfg, seed))
+    tab = tables_forward(beta_of(cfg, seed))[0]
     ab = tab["alpha_bar"]
     assert ab[0] == 1.0 and tab["beta"][0] == 0.0
     assert np.all(np.diff(ab) < 0)                                   # every beta_t > 0
@@ -37,7 +37,7 @@ def test_alpha_bar_starts_at_one_and_decreases(cfg, seed):
 @given(cfg=configs, seed=seeds)
 def test_closed_form_marginal_equals_iterated_kernel(cfg, seed):
     """Iterate q(x_t|x_{t-1}) = N(sqrt(alpha_t) x_{t-1}, beta_t) on the moments of x_t given x0."""
-    tab = make_tables(beta_of(cfg, seed))
+    tab = tables_forward(beta_of(cfg, seed))[0]
     mean, var = 1.0, 0.0                                             # per unit of x0; x_0 is fixed
     for t in range(1, cfg.T + 1):
         mean, var = tab["sqrt_alpha"][t] * mean, tab["alpha"][t] * var + tab["beta"][t]
@@ -49,7 +49,7 @@ def test_closed_form_marginal_equals_iterated_kernel(cfg, seed):
 
 @given(cfg=configs, seed=seeds)
 def test_posterior_variance_lies_below_beta(cfg, seed):
-    tab = make_tables(beta_of(cfg, seed))
+    tab = tables_forward(beta_of(cfg, seed))[0]
     bt, b = tab["beta_tilde"][2:], tab["beta"][2:]
     # §2.6: beta_tilde_t < beta_t; the ratio (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) rounds
     # to 1 once alpha_bar is tiny, so allow equality up to one rounding (1e-15 relative)
@@ -149,10 +149,10 @@ def test_tables_backward_matches_finite_differences(cfg, seed):
     c["log_beta_tilde"][1] = 0.0                                     # -inf at t = 1, never read
 
     def f(log_b):                                                    # in log beta: scale-free steps
-        tab = make_tables(np.concatenate([[0.0], np.exp(log_b)]))
+        tab = tables_forward(np.concatenate([[0.0], np.exp(log_b)]))[0]
         return sum(c[k] @ np.where(c[k] != 0, tab[k], 0.0) for k in c)
 
-    analytic = tables_backward(c, make_tables(beta))
+    analytic = tables_backward(c, tables_forward(beta)[1])
     assert analytic[0] == 0.0
     # smooth in log beta: central differences at h = 1e-6 agree to ~1e-8 on O(1) entries,
     # ~1e-6 on entries far below the largest; a wrong rule reads O(1)
@@ -193,7 +193,7 @@ def test_bad_config_raises_clear_errors(kwargs, match):
 ])
 def test_bad_beta_raises_clear_errors(beta, match):
     with pytest.raises(ValueError, match=match):
-        make_tables(np.array(beta))
+        tables_forward(np.array(beta))
     with pytest.raises(ValueError, match=match):
         check_beta(np.array(beta))
 
@@ -208,4 +208,4 @@ def test_learned_schedule_needs_coefficients_of_the_right_shape():
 
 def test_unknown_table_gradient_is_a_clear_error():
     with pytest.raises(KeyError, match="no gradient rule for tables"):
-        tables_backward({"alpha_bar": np.zeros(5)}, make_tables(baseline_beta(ScheduleConfig(T=4))))
+        tables_backward({"alpha_bar": np.zeros(5)}, tables_forward(baseline_beta(ScheduleConfig(T=4)))[1])

@@ -22,7 +22,7 @@ class MeanModel:
     def draw(self, rng, N):
         return (rng.standard_normal((N, 3)) * 0.01,)
 
-    def loss_and_grads(self, params, x0, noise, workspace=None):
+    def loss_and_grads(self, params, x0, noise):
         r = params["m"] - (x0 + noise)
         return 0.5 * float((r * r).sum(1).mean()), {"m": r.mean(0)}
 

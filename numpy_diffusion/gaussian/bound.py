@@ -1,21 +1,34 @@
-"""The lower bound on the log likelihood, eq. (14) (App. B, eq. 51), per example, in nats:
+"""The lower bound on the log likelihood, eq. (14) (App. B, eq. 51), per data point, in nats::
 
     K = - sum_{t=2..T} E_q[ KL(q(x_{t-1}|x_t,x_0) || p(x_{t-1}|x_t)) ]
         + H_q(X_T|X_0) - H_q(X_1|X_0) - H_p(X_T).
 
-Training estimates it with one frozen ``(t, eps)`` per example and a weight
-(``T - 1`` for ``t`` uniform on ``2..T``); its gradient flows to the network
-outputs ``z``, to ``x_t`` and to the schedule.  Evaluation sums every ``t``
-exactly, Monte Carlo only over ``eps``.  The bound is always float64; network
-outputs are cast up and their gradient cast back to the network's dtype.
+**Why the sum starts at t = 2.**  The last reverse step is not learned: ``p(x_0 | x_1)``
+is the forward kernel reversed under ``pi`` (App. B.2, eq. 44), so its term
+``log p(x_0|x_1) - log q(x_1|x_0)`` is ``log pi(x_0) - log pi(x_1)`` (eqs. 45-46) and
+contributes no KL.
+
+**What eq. (14) replaces.**  The exact bound keeps ``E_q log pi(x_T) + log pi(x_0) -
+E_q log pi(x_1)``; eq. (14) writes the entropy ``-H_p(X_T)`` in their place.  That
+holds on average over data with ``E|x_0|^2 = D`` (unit-variance data), not per
+example: with ``pi = N(0, I)`` the two differ by ``-(|x_0|^2 - D)(beta_1 + alpha_bar_T) / 2``
+per example (``E|x_T|^2 = alpha_bar_T |x_0|^2 + (1 - alpha_bar_T) D`` and
+``E|x_1|^2 = alpha_1 |x_0|^2 + beta_1 D``).  Training uses eq. (14), as the paper
+does; :func:`bound_all_t` also returns the exact per-example bound ``K_exact``.
+
+Training estimates ``K`` with one frozen ``(t, eps)`` per example and a weight
+(``T - 1`` for ``t`` uniform on ``2..T``); the gradient flows to the network
+outputs ``z``, to ``x_t`` and to the schedule's tables.  Evaluation sums every
+``t`` exactly, Monte Carlo only over ``eps``.  The bound is always float64;
+network outputs are cast up and their gradient cast back to the network's dtype.
 """
 import math
+from typing import NamedTuple
 
 from ..backend import array_module
-from .forward import q_posterior, q_posterior_backward, q_sample, q_sample_backward
-from .reverse import p_mean_logvar, p_mean_logvar_backward
-from .tables import add_grads, scatter_by_t
-
+from .forward import q_posterior_backward, q_posterior_forward, q_sample_forward
+from .reverse import p_mean_logvar_backward, p_mean_logvar_forward
+from .tables import add_grads
 
 LOG_2PI_E = math.log(2 * math.pi) + 1.0                               # log(2 pi e)
 
@@ -26,11 +39,16 @@ def _unbroadcast(g, shape):
     return g.sum(axis=axes, keepdims=True) if axes else g
 
 
-def kl_forward(mu_q, logvar_q, mu_p, logvar_p):
-    """Elementwise ``KL(N(mu_q, exp(logvar_q)) || N(mu_p, exp(logvar_p)))`` in nats.
+class KLCache(NamedTuple):
+    diff: object                              # (N, D) mu_q - mu_p
+    inv_var_p: object                         # (N, D) 1 / sigma_p^2
+    ratio: object                             # (N, D) sigma_q^2 / sigma_p^2
+    shapes: tuple                             # shapes of mu_q, logvar_q, mu_p, logvar_p (to undo broadcasting)
 
-    ``KL = (logvar_p - logvar_q + exp(logvar_q - logvar_p) + (mu_q - mu_p)^2 exp(-logvar_p) - 1) / 2``,
-    the SPEC's ``log(s_p/s_q) + (s_q^2 + (mu_q - mu_p)^2)/(2 s_p^2) - 1/2``.
+
+def kl_forward(mu_q, logvar_q, mu_p, logvar_p):
+    """Elementwise ``KL(N(mu_q, exp(logvar_q)) || N(mu_p, exp(logvar_p)))`` in nats, in
+    log-variance form: ``(logvar_p - logvar_q + exp(logvar_q - logvar_p) + (mu_q - mu_p)^2 exp(-logvar_p) - 1) / 2``.
 
     Parameters
     ----------
@@ -40,24 +58,25 @@ def kl_forward(mu_q, logvar_q, mu_p, logvar_p):
     Returns
     -------
     KL : ndarray of shape (N, D), nats per dimension.
-    cache : tuple for :func:`kl_backward`.
+    cache : KLCache
     """
     xp = array_module(mu_q, mu_p)
     diff = mu_q - mu_p                                                  # (N, D)
     inv_var_p = xp.exp(-logvar_p)                                       # 1 / sigma_p^2
     ratio = xp.exp(logvar_q - logvar_p)                                 # sigma_q^2 / sigma_p^2
     KL = 0.5 * (logvar_p - logvar_q + ratio + diff * diff * inv_var_p - 1)
-    return KL, (diff, inv_var_p, ratio, logvar_q.shape, logvar_p.shape, mu_q.shape, mu_p.shape)
+    shapes = (mu_q.shape, logvar_q.shape, mu_p.shape, logvar_p.shape)
+    return KL, KLCache(diff, inv_var_p, ratio, shapes)
 
 
 def kl_backward(dKL, cache):
-    """Gradients of the KL: returns ``(dmu_q, dlogvar_q, dmu_p, dlogvar_p)``, shaped like the inputs."""
-    diff, inv_var_p, ratio, shape_lq, shape_lp, shape_mq, shape_mp = cache
+    """Gradients ``(dmu_q, dlogvar_q, dmu_p, dlogvar_p)``, shaped like the inputs."""
+    diff, inv_var_p, ratio, shapes = cache
     dmu_q = dKL * diff * inv_var_p                                      # dKL/dmu_q = (mu_q - mu_p) / s_p^2
     dlogvar_q = 0.5 * dKL * (ratio - 1)                                 # dKL/dlogvar_q = (r - 1) / 2
     dlogvar_p = 0.5 * (dKL * (1 - ratio) - diff * dmu_q)               # dKL/dlogvar_p = (1 - r - d^2/s_p^2)/2
-    return (_unbroadcast(dmu_q, shape_mq), _unbroadcast(dlogvar_q, shape_lq),
-            _unbroadcast(-dmu_q, shape_mp), _unbroadcast(dlogvar_p, shape_lp))
+    grads = (dmu_q, dlogvar_q, -dmu_q, dlogvar_p)                       # dKL/dmu_p = -dKL/dmu_q
+    return tuple(_unbroadcast(g, shape) for g, shape in zip(grads, shapes))
 
 
 def gaussian_entropy(logvar):
@@ -66,101 +85,100 @@ def gaussian_entropy(logvar):
 
 
 def standard_normal_logpdf(x):
-    """``log N(x; 0, I)`` per row, nats: ``-(D log(2 pi) + |x|^2) / 2``.  ``x`` (N, D) -> (N,)."""
+    """``log pi(x) = log N(x; 0, I)`` per row (eq. 4), nats: ``-(D log(2 pi) + |x|^2) / 2``.  (N, D) -> (N,)."""
     return -0.5 * (x.shape[1] * math.log(2 * math.pi) + (x * x).sum(axis=1))
 
 
 def entropy_terms(tables, D):
-    """The three entropies of eq. (14) per data point (summed over ``D``), nats, as floats.
-
-    ``H_q(X_T|X_0) = D/2 log(2 pi e (1 - alpha_bar_T))``, ``H_q(X_1|X_0) = D/2 log(2 pi e beta_1)``,
-    ``H_p(X_T) = D/2 log(2 pi e)``.
-    """
+    """The three entropies of eq. (14), nats per data point (summed over ``D``), as floats:
+    ``H_q_T = H_q(X_T|X_0) = D/2 log(2 pi e (1 - alpha_bar_T))``,
+    ``H_q_1 = H_q(X_1|X_0) = D/2 log(2 pi e beta_1)``, ``H_p_T = H_p(X_T) = D/2 log(2 pi e)``."""
     return {"H_q_T": D * float(gaussian_entropy(tables["log_one_minus_alpha_bar"][-1])),
             "H_q_1": D * float(gaussian_entropy(tables["log_beta"][1])),
             "H_p_T": D * float(gaussian_entropy(0.0))}
 
 
-def _entropy_sum(H):
-    return H["H_q_T"] - H["H_q_1"] - H["H_p_T"]                           # eq. (14), last three terms
+def entropy_sum(H):
+    """``H_q(X_T|X_0) - H_q(X_1|X_0) - H_p(X_T)``: the last line of eq. (14)."""
+    return H["H_q_T"] - H["H_q_1"] - H["H_p_T"]
 
 
-def bound_forward(z, x0, xt, t, eps, weights, tables, param):
-    """Training loss ``-mean(K_hat)``, nats per data point, from frozen ``t`` and ``eps``.
+def _entropy_backward(dloss, D, T, xp):
+    """Gradients of the loss ``-K`` with respect to the tables through the entropy terms."""
+    dlog_one_minus_alpha_bar, dlog_beta = xp.zeros(T + 1), xp.zeros(T + 1)
+    dlog_one_minus_alpha_bar[T] = -dloss * D / 2                         # d(-H_q_T)/d log(1 - alpha_bar_T) = -D/2
+    dlog_beta[1] = dloss * D / 2                                         # d(+H_q_1)/d log beta_1 = +D/2
+    return {"log_one_minus_alpha_bar": dlog_one_minus_alpha_bar, "log_beta": dlog_beta}
+
+
+class BoundCache(NamedTuple):
+    z_dtype: object                           # the network's dtype, for dz
+    N: int
+    D: int
+    T: int
+    weights: object                           # (N,) 1 / P(t_n)
+    q_cache: object                           # QPosteriorCache
+    p_cache: object                           # ReverseCache
+    kl_cache: KLCache
+
+
+def bound_forward(z, x0, xt, t, weights, tables, *, param):
+    """Training loss ``-mean(K_hat)``, nats per data point, from frozen ``t`` and ``x_t``.
 
     ``K_hat_n = -w_n KL_n(t_n) + H_q(X_T|X_0) - H_q(X_1|X_0) - H_p(X_T)`` is unbiased for
-    ``K`` when ``t_n`` is drawn with probability ``1 / w_n`` (uniform on ``2..T``: ``w = T - 1``).
+    eq. (14) when ``t_n`` is drawn with probability ``1 / w_n`` (uniform on ``2..T``: ``w = T - 1``).
 
     Parameters
     ----------
     z : ndarray of shape (N, 2 D), network outputs at ``(xt, t)`` (any float dtype)
-    x0, xt, eps : float64 ndarrays of shape (N, D), ``xt = q_sample(x0, t, eps, tables)``
+    x0, xt : float64 ndarrays of shape (N, D), ``xt`` from :func:`q_sample_forward`
     t : int ndarray of shape (N,), values in ``2..T``
     weights : float64 ndarray of shape (N,)
-    tables : dict from :func:`numpy_diffusion.tables.make_tables`
-    param : ``'paper'``, ``'reference'`` or ``'bounded'``
+    tables : dict from :func:`numpy_diffusion.gaussian.tables.tables_forward`
+    param : ``'paper'``, ``'reference'`` or ``'bounded'`` (:mod:`reverse`)
 
     Returns
     -------
     loss : float64 0-d array, ``-mean(K_hat)`` in nats.
-    cache : tuple for :func:`bound_backward` and :func:`bound_xt_backward`.
+    cache : BoundCache
     """
-    mu_q, logvar_q = q_posterior(x0, xt, t, tables)                        # (N, D), (N, 1)
-    mu_p, logvar_p, p_cache = p_mean_logvar(z, xt, t, tables, param)      # (N, D), (N, D)
-    KL, kl_cache = kl_forward(mu_q, logvar_q, mu_p, logvar_p)             # (N, D) nats
-    K_hat = _entropy_sum(entropy_terms(tables, x0.shape[1])) - weights * KL.sum(axis=1)  # eq. (14)
-    return -K_hat.mean(), (z.dtype, x0, xt, t, eps, weights, tables, p_cache, kl_cache)
+    N, D = x0.shape
+    (mu_q, logvar_q), q_cache = q_posterior_forward(x0, xt, t, tables)             # (N, D), (N, 1)
+    (mu_p, logvar_p), p_cache = p_mean_logvar_forward(z, xt, t, tables, param=param)   # (N, D), (N, D)
+    KL, kl_cache = kl_forward(mu_q, logvar_q, mu_p, logvar_p)                       # (N, D) nats
+    K_hat = entropy_sum(entropy_terms(tables, D)) - weights * KL.sum(axis=1)        # eq. (14)   (N,)
+    T = tables["beta"].shape[0] - 1
+    return -K_hat.mean(), BoundCache(z.dtype, N, D, T, weights, q_cache, p_cache, kl_cache)
 
 
 def bound_backward(dloss, cache):
-    """Gradients of the loss, except through the network's input (the caller adds that).
+    """Gradients ``(dz, dxt, dtables)`` of the loss.
 
     Returns
     -------
     dz : ndarray of shape (N, 2 D) in the dtype of ``z``.
-    dxt : float64 ndarray of shape (N, D), the direct part (posterior mean and reverse kernel).
-    dtables : dict of name -> float64 ndarray of shape (T + 1,), gradients with respect to
-        the tables through the posterior, the reverse kernel and the entropies (not ``x_t``).
+    dxt : float64 ndarray of shape (N, D): the direct part, through the posterior mean
+        and the reverse kernel (the network's input gradient is added by the caller).
+    dtables : dict of name -> float64 ndarray of shape (T + 1,), through the posterior,
+        the reverse kernel and the entropies.
     """
-    z_dtype, x0, xt, t, eps, weights, tables, p_cache, kl_cache = cache
-    N, D = x0.shape
-    T = tables["beta"].shape[0] - 1
-    dKL = (dloss / N) * weights[:, None]                                  # dloss/dKL_nd = w_n / N
-    dmu_q, dlogvar_q, dmu_p, dlogvar_p = kl_backward(dKL, kl_cache)
-    dxt_q, dcoef_q = q_posterior_backward(dmu_q, dlogvar_q, x0, xt, t, tables)
-    dz, dxt_p, dcoef_p = p_mean_logvar_backward(dmu_p, dlogvar_p, p_cache)
-    dtables = add_grads(scatter_by_t(t, dcoef_q, T), scatter_by_t(t, dcoef_p, T))
-    dtables = add_grads(dtables, _entropy_backward(dloss, D, T, array_module(xt)))
-    return dz.astype(z_dtype, copy=False), dxt_q + dxt_p, dtables
+    dKL = (dloss / cache.N) * cache.weights[:, None]                      # d loss / d KL_nd = w_n / N
+    dmu_q, dlogvar_q, dmu_p, dlogvar_p = kl_backward(dKL, cache.kl_cache)
+    dxt_q, dtables_q = q_posterior_backward(dmu_q, dlogvar_q, cache.q_cache)
+    dz, dxt_p, dtables_p = p_mean_logvar_backward(dmu_p, dlogvar_p, cache.p_cache)
+    xp = array_module(dz)
+    dtables = add_grads(add_grads(dtables_q, dtables_p), _entropy_backward(dloss, cache.D, cache.T, xp))
+    return dz.astype(cache.z_dtype, copy=False), dxt_q + dxt_p, dtables
 
 
-def bound_xt_backward(dxt, cache):
-    """Gradients with respect to the tables through ``x_t = q_sample(x0, t, eps)``.
-
-    ``dxt`` (N, D) is the total gradient at ``x_t``: the direct part from
-    :func:`bound_backward` plus the network's input gradient.  Returns a dict of
-    (T + 1,) arrays to merge with ``bound_backward``'s ``dtables``.
-    """
-    _, x0, _, t, eps, _, tables, _, _ = cache
-    return scatter_by_t(t, q_sample_backward(dxt, x0, eps), tables["beta"].shape[0] - 1)
-
-
-def _entropy_backward(dloss, D, T, xp):
-    """Gradients of the loss with respect to the tables through the entropy terms."""
-    dlog_omab, dlog_beta = xp.zeros(T + 1), xp.zeros(T + 1)
-    dlog_omab[T] = -dloss * D / 2                                         # dloss/dlog(1 - alpha_bar_T) = -D/2
-    dlog_beta[1] = dloss * D / 2                                          # dloss/dlog beta_1 = +D/2
-    return {"log_one_minus_alpha_bar": dlog_omab, "log_beta": dlog_beta}
-
-
-def bound_exact(predict, x0, tables, param, rng, n_eps=1, chunk=8192):
+def bound_all_t(predict, x0, tables, param, rng, n_eps=1, chunk=8192):
     """Evaluate eq. (14) on held-out data: every ``t = 2..T`` summed, Monte Carlo over ``eps``.
 
     Parameters
     ----------
     predict : callable ``(xt (M, D) float64, t (M,) int) -> z (M, 2 D)``
     x0 : float64 ndarray of shape (N, D)
-    tables : dict from :func:`numpy_diffusion.tables.make_tables`
+    tables : dict from :func:`numpy_diffusion.gaussian.tables.tables_forward`
     param : str
     rng : numpy.random.Generator; one ``standard_normal`` draw per chunk and ``eps`` round.
     n_eps : int, number of noise draws per example and time step.
@@ -168,25 +186,25 @@ def bound_exact(predict, x0, tables, param, rng, n_eps=1, chunk=8192):
 
     Returns
     -------
-    dict with ``K`` (N,) per-example bound in nats (mean over the ``eps`` draws),
-    ``kl_by_t`` (T + 1,) mean KL of each ``t`` in nats (zero at ``t = 0, 1``),
-    and the entropies ``H_q_T``, ``H_q_1``, ``H_p_T`` in nats per data point.
+    dict with ``K`` (N,), the per-example eq. (14) in nats (mean over the ``eps`` draws);
+    ``K_exact`` (N,), the exact per-example bound (module docstring); ``kl_by_t`` (T + 1,),
+    the mean KL of each ``t`` in nats (zero at ``t = 0, 1``); and the entropies ``H_q_T``,
+    ``H_q_1``, ``H_p_T`` in nats per data point.
     """
     xp = array_module(x0)
     N, D = x0.shape
     T = tables["beta"].shape[0] - 1
     n_ex = max(1, chunk // (T - 1))                                       # examples per chunk
-    K = xp.zeros(N)
-    kl_by_t = xp.zeros(T + 1)
+    K, kl_by_t = xp.zeros(N), xp.zeros(T + 1)
     for _ in range(n_eps):
         for start in range(0, N, n_ex):
             KL = _kl_all_t(predict, x0[start:start + n_ex], tables, param, rng)  # (T - 1, m)
             K[start:start + n_ex] -= KL.sum(axis=0)                       # eq. (14), sum over t
             kl_by_t[2:] += KL.sum(axis=1)
     H = entropy_terms(tables, D)
-    out = {"K": K / n_eps + _entropy_sum(H), "kl_by_t": kl_by_t / (n_eps * N)}
-    out.update(H)
-    return out
+    K = K / n_eps + entropy_sum(H)
+    edge = -0.5 * ((x0 * x0).sum(axis=1) - D) * (tables["beta"][1] + tables["alpha_bar"][T])
+    return {"K": K, "K_exact": K + edge, "kl_by_t": kl_by_t / (n_eps * N), **H}
 
 
 def _kl_all_t(predict, x0, tables, param, rng):
@@ -196,8 +214,7 @@ def _kl_all_t(predict, x0, tables, param, rng):
     T = tables["beta"].shape[0] - 1
     t = xp.repeat(xp.arange(2, T + 1), m)                                 # time-major rows
     x0 = xp.tile(x0, (T - 1, 1))                                          # ((T - 1) m, D)
-    eps = xp.asarray(rng.standard_normal(x0.shape))
-    xt = q_sample(x0, t, eps, tables)
-    mu_q, logvar_q = q_posterior(x0, xt, t, tables)
-    mu_p, logvar_p, _ = p_mean_logvar(predict(xt, t), xt, t, tables, param)
+    xt, _ = q_sample_forward(x0, t, xp.asarray(rng.standard_normal(x0.shape)), tables)
+    (mu_q, logvar_q), _ = q_posterior_forward(x0, xt, t, tables)
+    (mu_p, logvar_p), _ = p_mean_logvar_forward(predict(xt, t), xt, t, tables, param=param)
     return kl_forward(mu_q, logvar_q, mu_p, logvar_p)[0].sum(axis=1).reshape(T - 1, m)

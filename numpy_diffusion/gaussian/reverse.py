@@ -1,26 +1,34 @@
-"""The reverse process ``p`` (§2.2, eq. 5; App. D.2.1, eqs. 64-65; App. B.2, eq. 44).
+"""The reverse process ``p`` (§2.2, eq. 5; App. B.2, eq. 44): the kernel as a forward/backward pair, and sampling.
 
 ``p(x_{t-1} | x_t) = N(mu_p, diag exp(logvar_p))`` for ``t = 2..T``, from the
-network outputs ``z = [z_mu, z_S]`` (each (N, D)).  Three parameterizations around
-the forward kernel; only ``'reference'`` reproduces it exactly at ``z = 0``:
+network outputs ``z = [z_mu, z_S]`` (each (N, D)).  Three parameterizations, each
+written as a perturbation of the forward step; only ``'reference'`` reproduces it
+exactly at ``z = 0``:
 
-- ``'paper'`` (eqs. 64-65): ``Sigma = sigmoid(z_S + logit(beta_t))``,
+- ``'paper'``: the mean and variance the paper gives for its image network
+  (App. D.2.1, eqs. 64-65): ``Sigma = sigmoid(z_S + logit(beta_t))``,
   ``mu = (x_t - z_mu)(1 - Sigma) + z_mu``; at ``z = 0`` the mean is ``(1 - beta_t) x_t``;
 - ``'reference'`` (the authors' code): ``Sigma = sigmoid(z_S / sqrt(T) + logit(beta_t))``,
   ``mu = sqrt(alpha_t) x_t + sqrt(beta_t) z_mu``; ``z = 0`` is the forward kernel;
-- ``'bounded'`` (§2.6, eq. 24; App. A): ``log Sigma = v log beta_t + (1 - v) log beta_tilde_t``,
-  ``v = sigmoid(z_S)``, the mean as ``'reference'``; ``Sigma`` lies between the
-  posterior variance and ``beta_t`` and is never over-confident below ``beta_tilde_t``;
-  ``z = 0`` gives their geometric mean, ``z_S -> +inf`` the forward kernel.
+- ``'bounded'`` (the project's): ``log Sigma = v log beta_t + (1 - v) log beta_tilde_t``,
+  ``v = sigmoid(z_S)``, the mean as ``'reference'``; ``z = 0`` gives the geometric mean
+  of the two, ``z_S -> +inf`` the forward kernel.  §2.6 (eq. 24, App. A) bounds the
+  reverse process's entropy between these two variances; that motivates the range but
+  does not justify it at each ``x_t``: the lower limit ``beta_tilde_t`` holds at every
+  ``x_t`` (a posterior averaged over ``x_0`` is no narrower than ``q(x_{t-1} | x_t, x_0)``),
+  the upper limit ``beta_t`` does not.  What the range buys is a kernel that is never
+  more confident than ``beta_tilde_t``.
 
 The last step ``p(x_0 | x_1) = N(sqrt(alpha_1) x_1, beta_1 I)`` is fixed (eq. 44).
 Everything is float64; network outputs are cast up.
 """
 import math
+from typing import NamedTuple
 
 from ..backend import array_module
 from ..nn.layers import sigmoid, softplus
 from ..validation import check_choice
+from .tables import scatter_by_t
 
 PARAMS = ("paper", "reference", "bounded")
 
@@ -33,100 +41,131 @@ def _split(z, xt):
     return z[:, :D], z[:, D:]
 
 
-def p_mean_logvar(z, xt, t, tables, param):
-    """Mean and log-variance of ``p(x_{t-1} | x_t)``.
+class ReverseCache(NamedTuple):
+    param: str                                # which parameterization
+    z_mu: object                              # (N, D) network output for the mean
+    xt: object                                # (N, D)
+    t: object                                 # (N,)
+    local: tuple                              # the parameterization's own intermediates
+    T: int
+
+
+def p_mean_logvar_forward(z, xt, t, tables, *, param):
+    """Mean and log-variance of ``p(x_{t-1} | x_t) = N(mu_p, diag exp(logvar_p))`` (eq. 5).
 
     Parameters
     ----------
     z : ndarray of shape (N, 2 D), network outputs ``[z_mu, z_S]`` (any float dtype)
     xt : float64 ndarray of shape (N, D)
     t : int ndarray of shape (N,), values in ``2..T``
-    tables : dict from :func:`numpy_diffusion.tables.make_tables`
+    tables : dict from :func:`numpy_diffusion.gaussian.tables.tables_forward`
     param : ``'paper'``, ``'reference'`` or ``'bounded'``
 
     Returns
     -------
-    mu_p, logvar_p : float64 ndarrays of shape (N, D)
-    cache : tuple for :func:`p_mean_logvar_backward`.
+    (mu_p, logvar_p) : float64 ndarrays of shape (N, D)
+    cache : ReverseCache
     """
     check_choice("parameterization", param, PARAMS)
     z_mu, z_S = _split(z, xt)
     mu_p, logvar_p, local = _FORWARD[param](z_mu, z_S, xt, t, tables)
-    return mu_p, logvar_p, (param, z_mu, xt, local)
+    return (mu_p, logvar_p), ReverseCache(param, z_mu, xt, t, local, tables["beta"].shape[0] - 1)
 
 
 def p_mean_logvar_backward(dmu_p, dlogvar_p, cache):
-    """Gradients: returns ``(dz (N, 2 D) float64, dxt (N, D), dcoef)``; ``dcoef`` holds
-    per-example (N,) gradients keyed by the names of the tables the kernel read."""
-    param, z_mu, xt, local = cache
-    xp = array_module(xt)
-    dz_mu, dz_S, dxt, dcoef = _BACKWARD[param](dmu_p, dlogvar_p, z_mu, xt, local)
-    return xp.concatenate([dz_mu, dz_S], axis=1), dxt, dcoef
+    """Gradients ``(dz, dxt, dtables)``: ``dz`` (N, 2 D) float64, ``dxt`` (N, D), and
+    ``dtables`` a dict of (T + 1,) arrays for the tables the kernel read."""
+    xp = array_module(cache.xt)
+    dz_mu, dz_S, dxt, per_example = _BACKWARD[cache.param](dmu_p, dlogvar_p, cache.z_mu, cache.xt,
+                                                           cache.local)
+    return xp.concatenate([dz_mu, dz_S], axis=1), dxt, scatter_by_t(cache.t, per_example, cache.T)
 
 
 def _col(tables, name, t):
     return tables[name][t][:, None]                                       # (N, 1)
 
 
+class PaperLocal(NamedTuple):
+    Sigma: object                             # (N, D) sigma(logit_Sigma)
+    one_minus: object                         # (N, D) 1 - Sigma, computed as sigma(-logit_Sigma)
+
+
 def _paper_forward(z_mu, z_S, xt, t, tables):
-    a = z_S + _col(tables, "logit_beta", t)                               # eq. (64), inside sigma
-    Sigma, one_minus = sigmoid(a), sigmoid(-a)                            # Sigma, 1 - Sigma
+    logit_Sigma = z_S + _col(tables, "logit_beta", t)                     # eq. (64), inside sigma
+    Sigma, one_minus = sigmoid(logit_Sigma), sigmoid(-logit_Sigma)        # Sigma, 1 - Sigma
     mu_p = xt * one_minus + z_mu * Sigma                                  # eq. (65)
-    return mu_p, -softplus(-a), (Sigma, one_minus)                        # log sigmoid(a)
+    return mu_p, -softplus(-logit_Sigma), PaperLocal(Sigma, one_minus)    # log sigma(logit_Sigma)
 
 
 def _paper_backward(dmu, dlogvar, z_mu, xt, local):
     Sigma, one_minus = local
-    # dlogvar/da = 1 - S and dmu/da = (z_mu - xt) S (1 - S), with S = sigmoid(a)
-    da = one_minus * (dlogvar + dmu * (z_mu - xt) * Sigma)
-    dcoef = {"logit_beta": da.sum(axis=1)}                                # da/dlogit(beta_t) = 1
-    dz_mu = dmu * Sigma                                                   # dmu/dz_mu = S
-    return dz_mu, da, dmu * one_minus, dcoef                              # da/dz_S = 1; dmu/dxt = 1 - S
+    # d logvar / d logit_Sigma = 1 - Sigma;  d mu / d logit_Sigma = (z_mu - xt) Sigma (1 - Sigma)
+    dlogit = one_minus * (dlogvar + dmu * (z_mu - xt) * Sigma)
+    per_example = {"logit_beta": dlogit.sum(axis=1)}                      # d logit_Sigma / d logit(beta_t) = 1
+    dz_mu = dmu * Sigma                                                   # d mu / d z_mu = Sigma
+    return dz_mu, dlogit, dmu * one_minus, per_example                    # d logit_Sigma/d z_S = 1; d mu/d xt = 1 - Sigma
+
+
+class MeanLocal(NamedTuple):
+    sqrt_alpha: object                        # (N, 1) sqrt(alpha_t)
+    sqrt_beta: object                         # (N, 1) sqrt(beta_t)
 
 
 def _mean_forward(z_mu, xt, t, tables):
-    s_alpha, s_beta = _col(tables, "sqrt_alpha", t), _col(tables, "sqrt_beta", t)
-    mu_p = xt * s_alpha + z_mu * s_beta                                   # sqrt(alpha_t) xt + sqrt(beta_t) z_mu
-    return mu_p, (s_alpha, s_beta)
+    """The reference code's mean, a perturbation of the forward step: ``sqrt(alpha_t) x_t + sqrt(beta_t) z_mu``."""
+    local = MeanLocal(_col(tables, "sqrt_alpha", t), _col(tables, "sqrt_beta", t))
+    return xt * local.sqrt_alpha + z_mu * local.sqrt_beta, local
 
 
-def _mean_backward(dmu, z_mu, xt, s_alpha, s_beta):
-    dcoef = {"sqrt_alpha": (dmu * xt).sum(axis=1),                        # dmu/dsqrt(alpha_t) = xt
-             "sqrt_beta": (dmu * z_mu).sum(axis=1)}                       # dmu/dsqrt(beta_t) = z_mu
-    dz_mu = dmu * s_beta                                                  # dmu/dz_mu = sqrt(beta_t)
-    return dz_mu, dmu * s_alpha, dcoef                                    # dmu/dxt = sqrt(alpha_t)
+def _mean_backward(dmu, z_mu, xt, local):
+    per_example = {"sqrt_alpha": (dmu * xt).sum(axis=1),                  # d mu / d sqrt(alpha_t) = xt
+                   "sqrt_beta": (dmu * z_mu).sum(axis=1)}                 # d mu / d sqrt(beta_t) = z_mu
+    dz_mu = dmu * local.sqrt_beta                                         # d mu / d z_mu = sqrt(beta_t)
+    return dz_mu, dmu * local.sqrt_alpha, per_example                     # d mu / d xt = sqrt(alpha_t)
+
+
+class ReferenceLocal(NamedTuple):
+    one_minus: object                         # (N, D) 1 - Sigma
+    scale: float                              # 1 / sqrt(T)
+    mean: MeanLocal
 
 
 def _reference_forward(z_mu, z_S, xt, t, tables):
     scale = 1.0 / math.sqrt(tables["beta"].shape[0] - 1)                  # 1 / sqrt(T)
-    a = z_S * scale + _col(tables, "logit_beta", t)
-    mu_p, mean_local = _mean_forward(z_mu, xt, t, tables)
-    return mu_p, -softplus(-a), (sigmoid(-a), scale, mean_local)          # log sigmoid(a)
+    logit_Sigma = z_S * scale + _col(tables, "logit_beta", t)
+    mu_p, mean = _mean_forward(z_mu, xt, t, tables)
+    local = ReferenceLocal(sigmoid(-logit_Sigma), scale, mean)
+    return mu_p, -softplus(-logit_Sigma), local                           # log sigma(logit_Sigma)
 
 
 def _reference_backward(dmu, dlogvar, z_mu, xt, local):
-    one_minus, scale, (s_alpha, s_beta) = local
-    da = dlogvar * one_minus                                              # d log sigma(a)/da = 1 - sigma(a)
-    dz_mu, dxt, dcoef = _mean_backward(dmu, z_mu, xt, s_alpha, s_beta)
-    dcoef["logit_beta"] = da.sum(axis=1)                                  # da/dlogit(beta_t) = 1
-    return dz_mu, da * scale, dxt, dcoef                                  # da/dz_S = 1/sqrt(T)
+    dlogit = dlogvar * local.one_minus                                    # d log sigma(l) / d l = 1 - sigma(l)
+    dz_mu, dxt, per_example = _mean_backward(dmu, z_mu, xt, local.mean)
+    per_example["logit_beta"] = dlogit.sum(axis=1)                        # d l / d logit(beta_t) = 1
+    return dz_mu, dlogit * local.scale, dxt, per_example                  # d l / d z_S = 1 / sqrt(T)
+
+
+class BoundedLocal(NamedTuple):
+    v: object                                 # (N, D) interpolation weight sigma(z_S)
+    gap: object                               # (N, 1) log beta_t - log beta_tilde_t
+    mean: MeanLocal
 
 
 def _bounded_forward(z_mu, z_S, xt, t, tables):
     log_beta, log_beta_tilde = _col(tables, "log_beta", t), _col(tables, "log_beta_tilde", t)
     v = sigmoid(z_S)                                                      # interpolation weight in (0, 1)
-    logvar_p = log_beta_tilde + v * (log_beta - log_beta_tilde)           # §2.6, eq. (24) bounds
-    mu_p, mean_local = _mean_forward(z_mu, xt, t, tables)
-    return mu_p, logvar_p, (v, log_beta - log_beta_tilde, mean_local)
+    logvar_p = log_beta_tilde + v * (log_beta - log_beta_tilde)           # between beta_tilde_t and beta_t
+    mu_p, mean = _mean_forward(z_mu, xt, t, tables)
+    return mu_p, logvar_p, BoundedLocal(v, log_beta - log_beta_tilde, mean)
 
 
 def _bounded_backward(dmu, dlogvar, z_mu, xt, local):
-    v, gap, (s_alpha, s_beta) = local
-    dz_mu, dxt, dcoef = _mean_backward(dmu, z_mu, xt, s_alpha, s_beta)
-    dcoef["log_beta"] = (dlogvar * v).sum(axis=1)                         # dlogvar/dlog beta_t = v
-    dcoef["log_beta_tilde"] = (dlogvar * (1 - v)).sum(axis=1)             # dlogvar/dlog beta_tilde = 1 - v
-    dz_S = dlogvar * gap * v * (1 - v)                                    # dlogvar/dv = gap; dv/dz_S = v (1 - v)
-    return dz_mu, dz_S, dxt, dcoef
+    v, gap, mean = local
+    dz_mu, dxt, per_example = _mean_backward(dmu, z_mu, xt, mean)
+    per_example["log_beta"] = (dlogvar * v).sum(axis=1)                   # d logvar / d log beta_t = v
+    per_example["log_beta_tilde"] = (dlogvar * (1 - v)).sum(axis=1)       # d logvar / d log beta_tilde = 1 - v
+    dz_S = dlogvar * gap * v * (1 - v)                                    # d logvar / d v = gap; dv / d z_S = v (1 - v)
+    return dz_mu, dz_S, dxt, per_example
 
 
 _FORWARD = {"paper": _paper_forward, "reference": _reference_forward, "bounded": _bounded_forward}
@@ -142,7 +181,7 @@ def p_sample_loop(predict, n, D, tables, param, rng, trajectory=False, xp=None):
     predict : callable ``(xt (n, D) float64, t (n,) int) -> z (n, 2 D)``
         The network.
     n, D : int
-    tables : dict from :func:`numpy_diffusion.tables.make_tables`
+    tables : dict from :func:`numpy_diffusion.gaussian.tables.tables_forward`
     param : ``'paper'``, ``'reference'`` or ``'bounded'``
     rng : numpy.random.Generator
         Noise is drawn on the host, ``standard_normal((n, D))`` once for ``x_T``,
@@ -163,7 +202,7 @@ def p_sample_loop(predict, n, D, tables, param, rng, trajectory=False, xp=None):
     kept = [x] if trajectory else None                                    # x_T, x_{T-1}, ..., x_0
     for t in range(T, 1, -1):
         tt = xp.full(n, t, dtype=xp.int64)
-        mu_p, logvar_p, _ = p_mean_logvar(predict(x, tt), x, tt, tables, param)
+        (mu_p, logvar_p), _ = p_mean_logvar_forward(predict(x, tt), x, tt, tables, param=param)
         x = mu_p + xp.exp(0.5 * logvar_p) * noise()                       # x_{t-1} ~ p(. | x_t), eq. (5)
         if trajectory:
             kept.append(x)

@@ -3,29 +3,50 @@
 Every array here has length ``T + 1`` and is indexed by the paper's time:
 ``beta[t]`` is ``beta_t`` and ``beta[0] = 0``; host float64 throughout.
 
-``beta_1`` is a fixed small constant.  ``beta_2..T`` either follow a fixed
-baseline or are learned (§2.4.1) in one of two forms:
+``beta_1`` is a fixed small constant (§2.4.1).  ``beta_2..T`` either follow a
+fixed baseline or are learned in one of two forms:
 
+- ``'decrements'`` (the project's default): the log signal-to-noise ratio
+  ``log_snr_t = log(alpha_bar_t / (1 - alpha_bar_t))`` falls from ``log_snr_1``
+  (set by ``beta_1``) to ``log_snr_T`` (set by the baseline) in steps
+  ``log_snr_t - log_snr_{t+1} = R softmax(c w)_t``: both ends stay fixed, the
+  schedule stays monotone, and the optimizer only moves where the ``T - 1``
+  steps are spent.  ``c`` (``rate_scale``) lets one Adam learning rate serve the
+  network and the schedule.
 - ``'bumps'``: a perturbation of the baseline through a bump basis in ``t``,
-  ``beta_t = sigmoid(logit(baseline_t) + (B w)_t)``, so ``w = 0`` is the
-  baseline and every ``beta_t`` stays in ``(0, 1)``;
-- ``'decrements'``: the log signal-to-noise ratio
-  ``lambda_t = log(alpha_bar_t / (1 - alpha_bar_t))`` falls from ``lambda_1``
-  (set by ``beta_1``) to ``lambda_T`` (set by the baseline) in steps
-  ``lambda_t - lambda_{t+1} = R softmax(c w)_t``: both ends stay fixed, the
-  schedule stays monotone, and the optimizer only moves where the
-  ``T - 1`` steps are spent.  ``c`` (``rate_scale``) lets one Adam learning
-  rate serve the network and the schedule.
+  ``beta_t = sigmoid(logit(baseline_t) + (B w)_t)``, so ``w = 0`` is the baseline
+  and every ``beta_t`` stays in ``(0, 1)``.  This is the form of the reference
+  code's ``generate_beta_arr`` (which never trains its coefficients), not one
+  the paper gives.
 
-The tables derived from ``beta`` (Table App.1) are built in :mod:`tables`.
+**How the gradient reaches the schedule.**  §2.4.1 learns ``beta`` by gradient
+ascent on ``K`` through the frozen noise: ``x_t = sqrt(alpha_bar_t) x_0 +
+sqrt(1 - alpha_bar_t) eps`` depends on ``beta``, and so do the posterior, the
+reverse kernel and the entropies of eq. (14).  Every one of those reads its
+coefficients from the tables built from ``beta`` (:mod:`tables`), so the
+gradient takes four steps back, each the backward of one forward::
+
+    bound_backward, q_sample_backward  ->  dtables  (one (T + 1,) array per table read)
+    tables_backward                    ->  dbeta    (T + 1,)
+    schedule_backward                  ->  dw       (the learned coefficients)
+
+The first line gathers what each example contributed at its own ``t``: the
+posterior's coefficients (:func:`forward.q_posterior_backward`), the reverse
+kernel's (:func:`reverse.p_mean_logvar_backward`), the entropies'
+(:mod:`bound`), and ``x_t``'s (:func:`forward.q_sample_backward`, fed by the
+bound's direct ``dx_t`` plus the network's input gradient).
+:meth:`GaussianDiffusion.loss_and_grads <numpy_diffusion.gaussian.model.GaussianDiffusion.loss_and_grads>`
+runs the four in that order.
 """
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 import numpy
 
 from ..backend import to_host
 from ..nn.readout import bump_basis
 from ..validation import check_choice, check_positive_int
+from .tables import ScheduleError
 
 BASELINES = ("reference", "geometric", "linear", "logsnr")
 LEARNED_FORMS = ("bumps", "decrements")
@@ -89,26 +110,26 @@ def baseline_beta(cfg):
     elif cfg.baseline == "linear":
         body = cfg.beta_1 + (cfg.beta_T - cfg.beta_1) * (t - 1) / (T - 1)
     else:
-        lam_1 = numpy.log1p(-cfg.beta_1) - numpy.log(cfg.beta_1)   # log SNR at t = 1
-        body = beta_from_log_snr(lam_1 + (cfg.log_snr_T - lam_1) * (t - 1) / (T - 1))[1:]
+        first = numpy.log1p(-cfg.beta_1) - numpy.log(cfg.beta_1)   # log SNR at t = 1
+        body = beta_from_log_snr(first + (cfg.log_snr_T - first) * (t - 1) / (T - 1))[1:]
     beta = numpy.concatenate([[0.0], body])
     beta[1] = cfg.beta_1                                            # §2.4.1: beta_1 fixed
     return beta
 
 
 def log_snr(beta):
-    """``lambda_t = log(alpha_bar_t / (1 - alpha_bar_t))`` for ``t = 1..T``: host array (T,)."""
+    """``log_snr_t = log(alpha_bar_t / (1 - alpha_bar_t))`` for ``t = 1..T``: host array (T,)."""
     L = numpy.cumsum(numpy.log1p(-beta[1:]))                        # log alpha_bar_t
     return L - numpy.log(-numpy.expm1(L))
 
 
-def beta_from_log_snr(lam):
-    """Inverse of :func:`log_snr`: ``lam`` (T,) decreasing -> ``beta`` (T + 1,), ``beta[0] = 0``.
+def beta_from_log_snr(snr):
+    """Inverse of :func:`log_snr`: ``snr`` (T,), decreasing log SNRs -> ``beta`` (T + 1,), ``beta[0] = 0``.
 
-    ``log alpha_bar = log sigmoid(lam) = -softplus(-lam)`` and
+    ``log alpha_bar = log sigmoid(snr) = -softplus(-snr)`` and
     ``beta_t = 1 - alpha_bar_t / alpha_bar_{t-1} = -expm1(L_t - L_{t-1})``.
     """
-    L = numpy.concatenate([[0.0], -numpy.logaddexp(0.0, -lam)])     # log alpha_bar_t, t = 0..T
+    L = numpy.concatenate([[0.0], -numpy.logaddexp(0.0, -snr)])     # log alpha_bar_t, t = 0..T
     return numpy.concatenate([[0.0], -numpy.expm1(numpy.diff(L))])
 
 
@@ -116,39 +137,63 @@ def init_schedule_params(cfg):
     """Initial learned coefficients ``w`` (host float64) that reproduce the baseline."""
     if cfg.learned_form == "bumps":
         return numpy.zeros(cfg.n_bumps)
-    steps = -numpy.diff(log_snr(baseline_beta(cfg)))                 # lambda_t - lambda_{t+1} > 0
+    steps = -numpy.diff(log_snr(baseline_beta(cfg)))                 # log_snr_t - log_snr_{t+1} > 0
     return numpy.log(steps / steps.sum()) / cfg.rate_scale          # softmax(c w) = steps / R
 
 
+class DecrementsCache(NamedTuple):
+    beta: object                              # (T + 1,)
+    snr: object                               # (T,) log_snr_1..T
+    p: object                                 # (T - 1,) softmax(c w): the share of each step
+    R: float                                  # log_snr_1 - log_snr_T, the fixed total fall
+    c: float                                  # rate_scale
+
+
 def _decrements_forward(cfg, w):
-    """``'decrements'`` form: ``w`` (T - 1,) -> ``beta`` and the cache of its backward."""
-    lam0 = log_snr(baseline_beta(cfg))
-    R = lam0[0] - lam0[-1]                                          # fixed total fall of lambda
-    a = cfg.rate_scale * w
-    p = numpy.exp(a - a.max())
-    p /= p.sum()                                                    # softmax(c w)
-    lam = lam0[0] - numpy.concatenate([[0.0], numpy.cumsum(R * p)])  # lambda_1 .. lambda_T
-    beta = beta_from_log_snr(lam)
+    """``'decrements'`` form: ``w`` (T - 1,) -> ``beta`` (T + 1,) and its cache."""
+    snr0 = log_snr(baseline_beta(cfg))                              # the baseline's ends stay
+    R = snr0[0] - snr0[-1]                                          # fixed total fall of log SNR
+    logits = cfg.rate_scale * w
+    e = numpy.exp(logits - logits.max())
+    p = e / e.sum()                                                 # softmax(c w)
+    snr = snr0[0] - numpy.concatenate([[0.0], numpy.cumsum(R * p)])  # log_snr_1 .. log_snr_T
+    beta = beta_from_log_snr(snr)
     beta[1] = cfg.beta_1                                            # §2.4.1: beta_1 fixed (exactly)
-    return beta, (beta, (lam, p, R, cfg.rate_scale))
+    return beta, DecrementsCache(beta, snr, p, R, cfg.rate_scale)
 
 
 def _decrements_backward(dbeta, cache):
-    """Gradient of the ``'decrements'`` form with respect to ``w``."""
-    beta, (lam, p, R, c) = cache
+    """Gradient of the ``'decrements'`` form with respect to ``w`` (T - 1,)."""
+    beta, snr, p, R, c = cache
     alpha = 1 - beta
-    dL = numpy.zeros(lam.size + 1)                                  # d/d log alpha_bar_t, t = 0..T
+    dL = numpy.zeros(snr.size + 1)                                  # d/d log alpha_bar_t, t = 0..T
     dL[2:] -= alpha[2:] * dbeta[2:]                                 # d beta_t/dL_t = -alpha_t
     dL[1:-1] += alpha[2:] * dbeta[2:]                               # d beta_t/dL_{t-1} = alpha_t
-    dlam = dL[1:] * numpy.exp(-numpy.logaddexp(0.0, lam))           # dL/dlambda = sigmoid(-lambda)
-    dsteps = -numpy.cumsum(dlam[::-1])[::-1][1:]                    # lambda_t = lambda_1 - sum_{s<t} step_s
+    dsnr = dL[1:] * numpy.exp(-numpy.logaddexp(0.0, snr))           # dL/d snr = sigmoid(-snr)
+    dsteps = -numpy.cumsum(dsnr[::-1])[::-1][1:]                    # snr_t = snr_1 - sum_{s<t} step_s
     dp = R * dsteps                                                 # step = R p
-    return c * p * (dp - p @ dp)                                    # softmax Jacobian, a = c w
+    return c * p * (dp - p @ dp)                                    # softmax Jacobian, logits = c w
 
 
-def schedule_basis(cfg):
-    """Bump basis ``B`` of the learned perturbation, host array of shape ``(T + 1, J)``."""
-    return bump_basis(cfg.T, cfg.n_bumps)
+class BumpsCache(NamedTuple):
+    beta: object                              # (T + 1,)
+    B: object                                 # (T + 1, J) the bump basis
+
+
+def _bumps_forward(cfg, w):
+    """``'bumps'`` form: ``w`` (J,) -> ``beta`` (T + 1,) and its cache."""
+    beta = baseline_beta(cfg)
+    B = bump_basis(cfg.T, cfg.n_bumps)                              # (T + 1, J)
+    logit = numpy.log(beta[2:]) - numpy.log1p(-beta[2:]) + B[2:] @ w   # logit(baseline) + B w
+    beta[2:] = numpy.exp(-numpy.logaddexp(0.0, -logit))             # sigmoid, full precision for logit << 0
+    return beta, BumpsCache(beta, B)
+
+
+def _bumps_backward(dbeta, cache):
+    """Gradient of the ``'bumps'`` form with respect to ``w`` (J,)."""
+    beta, B = cache
+    dlogit = dbeta[2:] * beta[2:] * (1 - beta[2:])                  # sigmoid' = beta (1 - beta)
+    return B[2:].T @ dlogit                                         # d(B w)/dw = B
 
 
 def schedule_forward(cfg, w=None):
@@ -164,30 +209,28 @@ def schedule_forward(cfg, w=None):
     Returns
     -------
     beta : host float64 ndarray of shape (T + 1,)
-    cache : tuple ``(beta, form cache)`` for :func:`schedule_backward`.
+    cache : DecrementsCache, BumpsCache, or None for a fixed schedule.
+
+    Raises
+    ------
+    ScheduleError
+        If ``w`` holds NaN or infinite values (a diverged run).
     """
-    beta = baseline_beta(cfg)
     if not cfg.learn:
-        return beta, (beta, None)
+        return baseline_beta(cfg), None
     n = cfg.n_bumps if cfg.learned_form == "bumps" else cfg.T - 1
-    if w is None:
-        raise ValueError(f"a learned schedule needs its coefficients w of shape ({n},), got None")
+    if w is None or tuple(w.shape) != (n,):
+        raise ValueError(f"a learned schedule needs its coefficients w of shape ({n},), "
+                         f"got {None if w is None else tuple(w.shape)}")
     w = numpy.asarray(to_host(w), dtype=numpy.float64)
-    if w.shape != (n,) or not numpy.isfinite(w).all():
-        raise ValueError(f"schedule coefficients w must be finite with shape ({n},), got shape {w.shape}")
-    if cfg.learned_form == "decrements":
-        return _decrements_forward(cfg, w)
-    B = schedule_basis(cfg)                                         # (T+1, J)
-    a = numpy.log(beta[2:]) - numpy.log1p(-beta[2:]) + B[2:] @ w    # logit(baseline) + B w
-    beta[2:] = numpy.exp(-numpy.logaddexp(0.0, -a))                 # sigmoid(a), full precision for a << 0
-    return beta, (beta, B)
+    if not numpy.isfinite(w).all():
+        raise ScheduleError("the schedule's coefficients w hold NaN or infinite values")
+    return _decrements_forward(cfg, w) if cfg.learned_form == "decrements" else _bumps_forward(cfg, w)
 
 
 def schedule_backward(dbeta, cache):
-    """Gradient with respect to ``w``: returns a host float64 ndarray of shape (J,)."""
+    """Gradient with respect to ``w``: a host float64 ndarray of shape (J,) or (T - 1,)."""
     dbeta = numpy.asarray(to_host(dbeta), dtype=numpy.float64)
-    if isinstance(cache[1], tuple):                                 # the 'decrements' form
+    if isinstance(cache, DecrementsCache):
         return _decrements_backward(dbeta, cache)
-    beta, B = cache
-    da = dbeta[2:] * beta[2:] * (1 - beta[2:])                      # sigmoid' = beta (1 - beta)
-    return B[2:].T @ da                                             # d(B w)/dw = B
+    return _bumps_backward(dbeta, cache)

@@ -1,4 +1,4 @@
-"""The tables of Table App.1, derived from the diffusion rates ``beta``, and their gradient.
+"""The schedule's tables: every coefficient derived from the diffusion rates ``beta``, and their gradient.
 
 Every array has length ``T + 1`` and is indexed by the paper's time: ``beta[t]``
 is ``beta_t``, ``beta[0] = 0`` and ``alpha_bar[0] = 1``.  Tables are always
@@ -8,6 +8,8 @@ They are built on the host (they are ``O(T)``) and moved to the backend once.
 :func:`tables_backward` carries gradients with respect to table entries back
 to ``beta`` (§2.4.1: the rates are learned through the frozen noise).
 """
+from typing import NamedTuple
+
 import numpy
 
 from ..backend import array_module, to_host
@@ -38,35 +40,57 @@ def check_beta(beta):
     return beta
 
 
-def make_tables(beta, xp=numpy):
-    """Every schedule table of Table App.1, float64, as ``xp`` arrays of shape (T + 1,).
+class TablesCache(NamedTuple):
+    host: dict                                # every table as a host float64 array (T + 1,)
 
-    Entries at ``t = 0`` (and ``beta_tilde`` at ``t = 1``, where the posterior is a
-    point mass) are the limits ``0`` or ``-inf``; they are never read by the bound.
-    ``post_coef_x0`` and ``post_coef_xt`` are the posterior mean's coefficients.
+
+def tables_forward(beta, xp=numpy):
+    """Every coefficient the Gaussian diffusion reads, as float64 ``xp`` arrays of shape (T + 1,).
+
+    The one-step kernel's (eq. 2, Table App.1): ``sqrt(alpha_t)``, ``sqrt(beta_t)``,
+    ``logit(beta_t)``; the marginal's and the posterior's, derived in :mod:`forward`
+    (DDPM's notation: ``alpha_bar``, ``beta_tilde``).  Entries at ``t = 0`` (and
+    ``beta_tilde`` at ``t = 1``, where the posterior is a point mass) are the limits
+    ``0`` or ``-inf``; the bound never reads them.
+
+    Returns
+    -------
+    tables : dict of name -> ``xp`` float64 ndarray of shape (T + 1,)
+    cache : TablesCache, the same tables on the host, for :func:`tables_backward`.
     """
     beta = check_beta(beta)
-    b = beta[1:]
-    log_alpha = numpy.log1p(-b)                                     # log alpha_t
-    L = numpy.cumsum(log_alpha)                                     # log alpha_bar_t
-    M = numpy.log(-numpy.expm1(L))                                  # log(1 - alpha_bar_t)
-    L0, M0 = numpy.concatenate([[0.0], L]), numpy.concatenate([[-numpy.inf], M])
-    log_beta_tilde = M0[:-1] + numpy.log(b) - M                     # posterior variance, SPEC §2
-    tab = {"beta": beta, "alpha": 1 - beta, "log_alpha": numpy.concatenate([[0.0], log_alpha]),
-           "log_alpha_bar": L0, "alpha_bar": numpy.exp(L0), "one_minus_alpha_bar": -numpy.expm1(L0),
-           "log_one_minus_alpha_bar": M0, "sqrt_alpha_bar": numpy.exp(0.5 * L0),
-           "sqrt_one_minus_alpha_bar": numpy.sqrt(-numpy.expm1(L0)), "sqrt_alpha": numpy.sqrt(1 - beta),
-           "sqrt_beta": numpy.sqrt(beta), "log_beta": numpy.concatenate([[-numpy.inf], numpy.log(b)]),
-           "logit_beta": numpy.concatenate([[-numpy.inf], numpy.log(b) - log_alpha]),
-           "log_beta_tilde": numpy.concatenate([[-numpy.inf], log_beta_tilde]),
-           "post_coef_x0": numpy.concatenate([[0.0], numpy.exp(0.5 * L0[:-1] - M) * b]),
-           "post_coef_xt": numpy.concatenate([[0.0], numpy.exp(0.5 * log_alpha + M0[:-1] - M)])}
+    b = beta[1:]                                                    # beta_t, t = 1..T
+    log_alpha = numpy.log1p(-b)                                     # log alpha_t = log(1 - beta_t)
+    L = numpy.cumsum(log_alpha)                                     # log alpha_bar_t = sum_{s<=t} log alpha_s
+    M = numpy.log(-numpy.expm1(L))                                  # log(1 - alpha_bar_t), no cancellation
+    L_prev = numpy.concatenate([[0.0], L[:-1]])                     # log alpha_bar_{t-1}
+    M_prev = numpy.concatenate([[-numpy.inf], M[:-1]])              # log(1 - alpha_bar_{t-1})
+
+    def row0(first, a):                                             # prepend the entry at t = 0
+        return numpy.concatenate([[first], a])
+
+    tab = {"beta": beta, "alpha": 1 - beta, "log_alpha": row0(0.0, log_alpha),
+           "log_alpha_bar": row0(0.0, L), "log_one_minus_alpha_bar": row0(-numpy.inf, M)}
+    tab["alpha_bar"] = numpy.exp(tab["log_alpha_bar"])
+    tab["one_minus_alpha_bar"] = -numpy.expm1(tab["log_alpha_bar"])
+    tab["sqrt_alpha_bar"] = numpy.exp(0.5 * tab["log_alpha_bar"])          # marginal: scale of x_0
+    tab["sqrt_one_minus_alpha_bar"] = numpy.sqrt(tab["one_minus_alpha_bar"])  # marginal: scale of eps
+    tab["sqrt_alpha"] = numpy.sqrt(1 - beta)                                # eq. (2): kernel mean
+    tab["sqrt_beta"] = numpy.sqrt(beta)                                     # eq. (2): kernel std
+    tab["log_beta"] = row0(-numpy.inf, numpy.log(b))
+    tab["logit_beta"] = row0(-numpy.inf, numpy.log(b) - log_alpha)          # log(beta_t / (1 - beta_t))
+    # beta_tilde_t = (1 - alpha_bar_{t-1}) beta_t / (1 - alpha_bar_t), the posterior variance
+    tab["log_beta_tilde"] = row0(-numpy.inf, M_prev + numpy.log(b) - M)
     tab["beta_tilde"] = numpy.exp(tab["log_beta_tilde"])
+    # mu_q = post_coef_x0 x_0 + post_coef_xt x_t:
+    # sqrt(alpha_bar_{t-1}) beta_t / (1 - alpha_bar_t) and sqrt(alpha_t) (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t)
+    tab["post_coef_x0"] = row0(0.0, numpy.exp(0.5 * L_prev - M) * b)
+    tab["post_coef_xt"] = row0(0.0, numpy.exp(0.5 * log_alpha + M_prev - M))
     stacked = xp.asarray(numpy.stack(list(tab.values())))           # one transfer to the backend
-    return {name: stacked[i] for i, name in enumerate(tab)}
+    return {name: stacked[i] for i, name in enumerate(tab)}, TablesCache(tab)
 
 
-def tables_backward(dtables, tables):
+def tables_backward(dtables, cache):
     """Chain gradients with respect to table entries back to ``beta``.
 
     Parameters
@@ -76,9 +100,7 @@ def tables_backward(dtables, tables):
         ``log_one_minus_alpha_bar``, ``sqrt_alpha``, ``sqrt_beta``, ``log_beta``,
         ``logit_beta``, ``log_beta_tilde``, ``post_coef_x0``, ``post_coef_xt``
         (any backend; moved to the host in one transfer).
-    tables : dict from :func:`make_tables` (any backend)
-        The tables the forward pass used: the backward reads their values
-        instead of building them again (moved to the host in one transfer).
+    cache : TablesCache from :func:`tables_forward`
 
     Returns
     -------
@@ -89,9 +111,7 @@ def tables_backward(dtables, tables):
     unknown = set(dtables) - set(DIFFERENTIABLE)
     if unknown:
         raise KeyError(f"no gradient rule for tables {sorted(unknown)}; known: {list(DIFFERENTIABLE)}")
-    names = list(tables)
-    values = to_host(array_module(tables["beta"]).stack([tables[k] for k in names]))
-    tab = {k: v[1:] for k, v in zip(names, values)}                 # host, t = 1..T
+    tab = {k: v[1:] for k, v in cache.host.items()}                 # host, t = 1..T
     names = list(dtables)
     stacked = to_host(array_module(*dtables.values()).stack([dtables[k] for k in names])) if names else ()
     d = {k: numpy.zeros_like(tab["beta"]) for k in DIFFERENTIABLE}

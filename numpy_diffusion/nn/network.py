@@ -1,93 +1,29 @@
-"""The network of the reverse process: ``x_t, t -> (z_mu, z_Sigma)`` (App. D.1.1).
+"""The networks of the reverse process, composed from the layers (App. D.1.1).
 
-A trunk shared over time turns ``x_t`` into features ``h``; the temporal
-readout (eqs. 62-63) turns ``h`` and ``t`` into ``2 D`` outputs, the first
-``D`` for the mean, the last ``D`` for the variance.  Two trunks:
+:func:`network_forward` / :func:`network_backward` is a forward/backward pair
+like the layers, but over a dict of parameters, whose gradient is a dict with
+the same keys.  It maps ``x_t, t -> z``.  A trunk
+shared over time turns ``x_t`` into features ``h``; the temporal readout
+(eqs. 62-63) turns ``h`` and ``t`` into the outputs, for Gaussian diffusion
+``z = [z_mu, z_Sigma]``.  Two trunks: ``'mlp'`` (:mod:`mlp`), the project's default,
+optionally fed Fourier features ``[x, sin(x B), cos(x B)]`` of its input, and
+``'rbf'``, the paper's normalized RBF layer.
 
-- ``'mlp'``: the project's default, an MLP ``D -> hidden...`` with the
-  activation after every layer, optionally fed Fourier features
-  ``[x, sin(x B), cos(x B)]`` of its input (``fourier > 0``);
-- ``'rbf'``: the paper's own, a normalized RBF layer (16 units in the paper).
-
-Parameters are a dict of named arrays (``trunk.*``, ``readout.W``,
-``readout.b``); gradients come back keyed the same way.
+:class:`Network` packages a configuration and its temporal basis for the
+models, which see every network (this one, or the image network) through the
+same three methods: ``init_params``, ``forward``, ``backward``.
 """
+import math
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 import numpy
 
 from ..backend import array_module
-from .layers import activation as get_activation, fourier_backward, fourier_forward, linear_backward, linear_forward
-from .layers import rbf_backward, rbf_forward
-from .readout import (basis, readout_backward, readout_forward, step_readout_backward,
-                      step_readout_forward)
 from ..validation import check_array, check_choice, check_positive_int
-
-
-def init_mlp(sizes, rng, dtype=numpy.float64, prefix="mlp."):
-    """Glorot-uniform weights and zero biases for layer widths ``sizes``.
-
-    Parameters
-    ----------
-    sizes : sequence of int
-        ``(input, hidden..., output)``, at least two entries, each ``>= 1``.
-    rng : numpy.random.Generator
-    dtype : numpy dtype
-
-    Returns
-    -------
-    dict of host ndarrays, ``{prefix}W{i}`` of shape ``(sizes[i], sizes[i+1])``
-    and ``{prefix}b{i}`` of shape ``(sizes[i+1],)``.
-    """
-    sizes = [check_positive_int("layer size", s) for s in sizes]
-    if len(sizes) < 2:
-        raise ValueError(f"an MLP needs at least an input and an output size, got {sizes}")
-    params = {}
-    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        limit = numpy.sqrt(6.0 / (n_in + n_out))
-        params[f"{prefix}W{i}"] = rng.uniform(-limit, limit, (n_in, n_out)).astype(dtype)
-        params[f"{prefix}b{i}"] = numpy.zeros(n_out, dtype=dtype)
-    return params
-
-
-def n_layers(params, prefix="mlp."):
-    """Number of linear layers stored under ``prefix``."""
-    i = 0
-    while f"{prefix}W{i}" in params:
-        i += 1
-    if i == 0:
-        raise KeyError(f"no MLP weights named {prefix!r}W0 in the parameters")
-    return i
-
-
-def mlp_forward(params, x, activation="tanh", activate_last=False, prefix="mlp.", ws=None):
-    """Forward pass.  ``x`` has shape (N, sizes[0]); returns ``(out, cache)``, out (N, sizes[-1]).
-    ``ws``: an optional :class:`~numpy_diffusion.workspace.Workspace` for the layers' outputs."""
-    act_forward, _ = get_activation(activation)
-    L = n_layers(params, prefix)
-    caches = []
-    for i in range(L):
-        x, lin_cache = linear_forward(x, params[f"{prefix}W{i}"], params[f"{prefix}b{i}"], ws)
-        act_cache = None
-        if i < L - 1 or activate_last:
-            x, act_cache = act_forward(x, ws)
-        caches.append((lin_cache, act_cache))
-    return x, (caches, activation, prefix)
-
-
-def mlp_backward(dout, cache, need_dx=True, ws=None):
-    """Backward pass: returns ``(grads, dx)``, grads keyed like the parameters.
-    With ``need_dx`` false the input gradient (one GEMM) is skipped and ``dx`` is ``None``."""
-    caches, activation, prefix = cache
-    _, act_backward = get_activation(activation)
-    grads = {}
-    for i in reversed(range(len(caches))):
-        lin_cache, act_cache = caches[i]
-        if act_cache is not None:
-            dout = act_backward(dout, act_cache, ws)
-        dout, grads[f"{prefix}W{i}"], grads[f"{prefix}b{i}"] = linear_backward(
-            dout, lin_cache, need_dx or i > 0, ws)
-    return grads, dout
+from .layers import fourier_backward, fourier_forward, rbf_backward, rbf_forward
+from .mlp import init_mlp, mlp_backward, mlp_forward
+from .readout import basis, readout_backward, readout_forward, step_readout_backward, step_readout_forward
 
 
 @dataclass
@@ -132,6 +68,9 @@ class NetConfig:
             raise ValueError(f"the rbf trunk has one layer; give hidden=(units,), got {self.hidden}")
         check_positive_int("n_bumps", self.n_bumps)
         check_positive_int("fourier", self.fourier, 0)
+        if not (isinstance(self.fourier_scale, (int, float)) and math.isfinite(self.fourier_scale)
+                and self.fourier_scale > 0):
+            raise ValueError(f"fourier_scale must be a finite number > 0, got {self.fourier_scale!r}")
         if self.fourier and self.net != "mlp":
             raise ValueError("Fourier features feed the mlp trunk only; set fourier=0 for net='rbf'")
         self.n_out = 2 * self.D if not self.n_out else check_positive_int("n_out", self.n_out)
@@ -177,72 +116,104 @@ def init_network(cfg, rng, dtype=numpy.float64):
     return params
 
 
-def network_forward(params, xt, t, cfg, G, ws=None):
+class NetworkCache(NamedTuple):
+    fourier: object                           # FourierCache, or None without Fourier features
+    trunk: object                             # MLPCache or RBFCache
+    readout: object                           # ReadoutCache or StepReadoutCache
+    cfg: object                               # the NetConfig
+
+
+def network_forward(xt, t, params, cfg, G):
     """``z = net(x_t, t)``.
 
     Parameters
     ----------
-    params : mapping of name -> ndarray
     xt : ndarray of shape (N, D)
     t : int ndarray of shape (N,), values in ``1..T``
+    params : mapping of name -> ndarray
     cfg : NetConfig
     G : ndarray of shape (T + 1, J), from :func:`temporal_basis` (unused by
-        the identity basis, which gathers each example's step instead).
-    ws : Workspace, optional
-        Arrays for the large intermediates, reused from step to step
-        (:mod:`~numpy_diffusion.workspace`); ``None`` allocates afresh.
+        the identity basis, whose fast readout gathers each example's step).
 
     Returns
     -------
     z : ndarray of shape (N, n_out); for Gaussian diffusion ``z[:, :D]`` is
         ``z_mu`` and ``z[:, D:]`` is ``z_Sigma``.
-    cache
+    cache : NetworkCache
     """
     check_array("x_t", xt, shape=(None, cfg.D))
-    if cfg.net == "mlp":
-        feats, fourier_cache = xt, None
+    fourier_cache = None
+    if cfg.net == "rbf":
+        h, trunk_cache = rbf_forward(xt, params["trunk.centres"], params["trunk.log_width"])   # (N, H)
+    else:
+        feats = xt
         if cfg.fourier:
-            feats, fourier_cache = fourier_forward(xt, params["trunk.fourier_B"], ws)
-        h, mlp_cache = mlp_forward(params, feats, cfg.activation, True, "trunk.", ws)
-        trunk_cache = (fourier_cache, mlp_cache)
-    else:
-        h, trunk_cache = rbf_forward(xt, params["trunk.centres"], params["trunk.log_width"])
+            feats, fourier_cache = fourier_forward(xt, params["trunk.fourier_B"])        # (N, D + 2F)
+        h, trunk_cache = mlp_forward(feats, params, activation=cfg.activation, activate_last=True,
+                                     prefix="trunk.")                                   # (N, H)
+    W, b = params["readout.W"], params["readout.b"]
     if cfg.basis == "identity":
-        z, read_cache = step_readout_forward(h, t, params["readout.W"], params["readout.b"])
+        z, read_cache = step_readout_forward(h, t, W, b)                                # (N, n_out)
     else:
-        z, read_cache = readout_forward(h, t, params["readout.W"], params["readout.b"], G, ws)
-    return z, (trunk_cache, read_cache, cfg)
+        z, read_cache = readout_forward(h, t, W, b, G)                                  # (N, n_out)
+    return z, NetworkCache(fourier_cache, trunk_cache, read_cache, cfg)
 
 
-def network_backward(dz, cache, need_dxt=True, ws=None):
-    """Backward pass: returns ``(grads, dxt)``; ``dxt`` (N, D) feeds the gradient
-    with respect to the diffusion rates through ``x_t`` (§2.4.1).
+def network_backward(dz, cache, *, need_dxt=True):
+    """Gradients ``(dxt, dparams)``, ``dparams`` keyed like the parameters; ``dxt`` (N, D)
+    carries the gradient with respect to the diffusion rates through ``x_t`` (§2.4.1).
 
-    With ``need_dxt`` false (a fixed schedule) the MLP trunk skips the gradient
-    with respect to its input, one GEMM of the first layer, and the Fourier
-    layer's backward unless its frequencies are learned; ``dxt`` may then be ``None``.
-    ``ws`` is the forward pass's workspace, if it had one.
+    With ``need_dxt=False`` (a fixed schedule) the MLP skips the gradient with respect
+    to its input, one GEMM of the first layer, and the Fourier layer's backward unless
+    its frequencies are learned; ``dxt`` may then be ``None``.  Fixed frequencies get a
+    zero gradient, so that the optimizer leaves them where they are.
     """
-    trunk_cache, read_cache, cfg = cache
-    if cfg.basis == "identity":
-        dh, dW, db = step_readout_backward(dz, read_cache)
+    fourier_cache, trunk_cache, read_cache, cfg = cache
+    backward = step_readout_backward if cfg.basis == "identity" else readout_backward
+    dh, dW, db = backward(dz, read_cache)
+    if cfg.net == "rbf":
+        dxt, dcentres, dlog_width = rbf_backward(dh, trunk_cache)
+        dparams = {"trunk.centres": dcentres, "trunk.log_width": dlog_width}
     else:
-        dh, dW, db = readout_backward(dz, read_cache, ws)
-    if cfg.net == "mlp":
-        fourier_cache, mlp_cache = trunk_cache
         learn_B = fourier_cache is not None and cfg.fourier_learned
-        grads, dxt = mlp_backward(dh, mlp_cache, need_dxt or learn_B, ws)
+        dxt, dparams = mlp_backward(dh, trunk_cache, need_dx=need_dxt or learn_B)
         if fourier_cache is not None:
-            dxt, grads["trunk.fourier_B"] = _fourier_grads(dxt, fourier_cache, learn_B, ws)
-    else:
-        dxt, dc, dlw = rbf_backward(dh, trunk_cache)
-        grads = {"trunk.centres": dc, "trunk.log_width": dlw}
-    grads["readout.W"], grads["readout.b"] = dW, db
-    return grads, dxt
+            dB = None
+            if dxt is not None:
+                dxt, dB = fourier_backward(dxt, fourier_cache, need_dB=learn_B)
+            dparams["trunk.fourier_B"] = dB if learn_B else array_module(dh).zeros_like(fourier_cache.B)
+    dparams["readout.W"], dparams["readout.b"] = dW, db
+    return dxt, dparams
 
 
-def _fourier_grads(dfeats, cache, learn_B, ws=None):
-    """``(dxt, dB)`` through the Fourier features; ``dB`` is zero for fixed frequencies,
-    and with no upstream gradient (``dfeats is None``) nothing is computed."""
-    dxt, dB = (None, None) if dfeats is None else fourier_backward(dfeats, cache, ws, learn_B)
-    return dxt, dB if learn_B else array_module(cache[1]).zeros_like(cache[1])
+class Network:
+    """A :class:`NetConfig` with its temporal basis: the network as a model uses it.
+
+    ``forward(xt, t, params) -> (z, cache)`` and ``backward(dz, cache, *, need_dxt)
+    -> (dxt, dparams)`` are :func:`network_forward` / :func:`network_backward`; the
+    basis ``G`` is made once per backend and dtype.
+    """
+
+    def __init__(self, cfg):
+        self.cfg = NetConfig(**cfg) if isinstance(cfg, dict) else cfg
+        self._G = {}
+
+    def init_params(self, rng, dtype=numpy.float64):
+        return init_network(self.cfg, rng, dtype)
+
+    def basis(self, xp, dtype):
+        """The temporal basis ``G`` (T + 1, J) on backend ``xp`` in ``dtype`` (None: identity)."""
+        key = (xp.__name__, numpy.dtype(dtype).str)
+        if key not in self._G:
+            self._G[key] = temporal_basis(self.cfg, xp, dtype)
+        return self._G[key]
+
+    def forward(self, xt, t, params):
+        W = params["readout.W"]
+        return network_forward(xt, t, params, self.cfg, self.basis(array_module(W), W.dtype))
+
+    def backward(self, dz, cache, *, need_dxt=True):
+        return network_backward(dz, cache, need_dxt=need_dxt)
+
+    def to_dict(self):
+        return self.cfg.to_dict()

@@ -10,11 +10,12 @@ the identity basis ``g_j(t) = [j = t - 1]`` (``j`` 0-based), the paper's
 readout learned separately for each time step (App. D.1.1, D.1.2).  Basis matrices have shape ``(T + 1, J)`` so
 that row ``t`` is ``g(t)`` in the paper's 1-based time; row 0 is unused.
 """
+from typing import NamedTuple
+
 import numpy
 
 from ..backend import array_module, to_host
 from ..validation import check_positive_int
-from ..workspace import empty
 
 
 def bump_basis(T, J, width=None, dtype=numpy.float64):
@@ -40,7 +41,13 @@ def identity_basis(T, dtype=numpy.float64):
     return G
 
 
-def readout_forward(h, t, W, b, G, ws=None):
+class ReadoutCache(NamedTuple):
+    h: object                                 # (N, H) features, for dW
+    W: object                                 # (H, J, O) weights, for dh
+    g: object                                 # (N, J) each example's basis row g(t_n)
+
+
+def readout_forward(h, t, W, b, G):
     """Per-example time-dependent readout.
 
     Parameters
@@ -54,12 +61,11 @@ def readout_forward(h, t, W, b, G, ws=None):
     b : ndarray of shape (J, O)
     G : ndarray of shape (T + 1, J)
         Temporal basis, row ``t`` is ``g(t)``.
-    ws : Workspace, optional, for the ``(N, J O)`` products ``h W``.
 
     Returns
     -------
     out : ndarray of shape (N, O)
-    cache : tuple ``(h, W, g)``.
+    cache : ReadoutCache
     """
     H, J, O = W.shape
     if h.ndim != 2 or h.shape[1] != H or b.shape != (J, O) or G.shape[1] != J \
@@ -67,30 +73,24 @@ def readout_forward(h, t, W, b, G, ws=None):
         raise ValueError(f"readout: h {tuple(h.shape)}, t {tuple(t.shape)}, W {tuple(W.shape)}, "
                          f"b {tuple(b.shape)}, G {tuple(G.shape)} do not fit; need h (N, H), "
                          "t (N,), W (H, J, O), b (J, O), G (T+1, J)")
-    xp = array_module(h)
     g = G[t]                                                          # g_j(t_n)      (N, J)
-    hW = empty(ws, xp, (h.shape[0], J * O), xp.result_type(h, W))
-    xp.matmul(h, W.reshape(H, J * O), out=hW)                         # h_n W_j       (N, J*O)
-    hW = hW.reshape(-1, J, O)
-    out = xp.matmul(g[:, None, :], hW)[:, 0] + g @ b                  # eq. (62), sum over j  (N, O)
-    return out, (h, W, g)
+    hW = (h @ W.reshape(H, J * O)).reshape(-1, J, O)                  # h_n W_j       (N, J, O)
+    out = (g[:, None, :] @ hW)[:, 0] + g @ b                          # eq. (62): sum over j  (N, O)
+    return out, ReadoutCache(h, W, g)
 
 
-def readout_backward(dout, cache, ws=None):
-    """Gradients of the readout: returns ``(dh, dW, db)``.
+def readout_backward(dout, cache):
+    """Gradients ``(dh, dW, db)`` of the readout.
 
-    The weight gradient is one GEMM over the outer product ``g(t_n) dout_n``,
+    The weight gradient is one GEMM over the outer products ``g(t_n) dout_n``,
     so examples sharing a time step need no scatter-add.
     """
     h, W, g = cache
     H, J, O = W.shape
-    xp = array_module(h)
-    dhW = empty(ws, xp, (h.shape[0], J, O), xp.result_type(g, dout))
-    xp.matmul(g[:, :, None], dout[:, None, :], out=dhW)               # d out/d(hW_j) = g_j  (N, J, O)
-    dhW = dhW.reshape(-1, J * O)
-    dW = (h.T @ dhW).reshape(H, J, O)                                 # (H, J, O)
-    dh = xp.matmul(dhW, W.reshape(H, J * O).T, out=empty(ws, xp, h.shape, h.dtype))   # (N, H)
-    db = g.T @ dout                                                   # (J, O)
+    dhW = (g[:, :, None] @ dout[:, None, :]).reshape(-1, J * O)      # d out/d(h W_j) = g_j  (N, J*O)
+    dW = (h.T @ dhW).reshape(H, J, O)                                 # d(h W_j)/dW_j = h     (H, J, O)
+    dh = dhW @ W.reshape(H, J * O).T                                  # d(h W_j)/dh = W_j     (N, H)
+    db = g.T @ dout                                                   # d out/db_j = g_j      (J, O)
     return dh, dW, db
 
 
@@ -105,10 +105,18 @@ def _runs(t, T):
     return order, [(k, e - n, e) for k, (n, e) in enumerate(zip(counts, ends)) if n]
 
 
+class StepReadoutCache(NamedTuple):
+    h_sorted: object                          # (N, H) features in step order
+    W: object                                 # (H, T, O) weights
+    order: object                             # (N,) the permutation that sorts examples by t
+    runs: list                                # (k, start, end): rows of step k + 1 in sorted order
+
+
 def step_readout_forward(h, t, W, b):
     """Readout learned separately for each time step: the identity basis, by grouping.
 
-    Equal to :func:`readout_forward` with :func:`identity_basis`, but costs
+    The fast form of :func:`readout_forward` with :func:`identity_basis` (the plain
+    reference, tested equal to it); it costs
     ``O(N H O)`` instead of ``O(N H T O)``, which matters for long chains
     (``T = 2000`` in the binary experiment).  Examples are sorted by time step
     so that each step present in the batch is one GEMM ``h_run W_t``.
@@ -124,7 +132,7 @@ def step_readout_forward(h, t, W, b):
     Returns
     -------
     out : ndarray of shape (N, O)
-    cache : tuple ``(h_sorted, W, order, runs)``, the features in step order.
+    cache : StepReadoutCache
     """
     H, T, O = W.shape
     if h.ndim != 2 or h.shape[1] != H or b.shape != (T, O) or t.shape != h.shape[:1]:
@@ -135,16 +143,14 @@ def step_readout_forward(h, t, W, b):
     h_sorted = h[order]                                               # (N, H)
     out_sorted = xp.empty((h.shape[0], O), dtype=xp.result_type(h, W))
     for k, start, end in runs:
-        run = out_sorted[start:end]
-        xp.matmul(h_sorted[start:end], W[:, k], out=run)             # eq. (62), g = one-hot at t
-        run += b[k]
+        out_sorted[start:end] = h_sorted[start:end] @ W[:, k] + b[k]  # eq. (62), g = one-hot at t
     out = xp.empty_like(out_sorted)
     out[order] = out_sorted                                           # back to batch order
-    return out, (h_sorted, W, order, runs)
+    return out, StepReadoutCache(h_sorted, W, order, runs)
 
 
 def step_readout_backward(dout, cache):
-    """Gradients of the per-step readout: returns ``(dh, dW, db)``.
+    """Gradients ``(dh, dW, db)`` of the per-step readout.
 
     With the examples in step order, each step's weight gradient is one GEMM
     over its run, ``h_run^T dout_run``, written once: no scatter-add.
@@ -157,7 +163,7 @@ def step_readout_backward(dout, cache):
         d_run = d_sorted[start:end]
         dW[:, k] = h_sorted[start:end].T @ d_run                      # d out/dW_t = h     (H, O)
         db[k] = d_run.sum(axis=0)                                     # d out/db_t = 1     (O,)
-        xp.matmul(d_run, W[:, k].T, out=dh_sorted[start:end])        # d out/dh = W_t     (run, H)
+        dh_sorted[start:end] = d_run @ W[:, k].T                      # d out/dh = W_t     (run, H)
     dh = xp.empty_like(dh_sorted)
     dh[order] = dh_sorted                                             # back to batch order
     return dh, dW, db

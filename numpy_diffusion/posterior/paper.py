@@ -7,24 +7,24 @@ The paper modifies every reverse step (eq. 22),
 starting from ``p~(x_T) ∝ pi(x_T) r_T(x_T)``, with intermediate factors ``r_t``
 chosen as ``r`` itself (eq. 23, ``'constant'``) or ``r^{(T-t)/T}`` (§2.5.4,
 ``'annealed'``).  Every ``r_t`` here is a Gaussian observation of ``x_t`` on the
-observed coordinates, ``r_t(x_t) = N(c_t y; x_t, 1/h_t)`` per coordinate:
+observed coordinates, ``r_t(x_t) = N(c_t y; x_t, 1/prec_t)`` per coordinate:
 
-- ``'constant'``   ``c_t = 1``, ``h_t = 1/sigma_d^2``               (eq. 23);
-- ``'annealed'``   ``c_t = 1``, ``h_t = (T - t) / (T sigma_d^2)``   (§2.5.4; ``h_T = 0``: ``r_T = 1``);
+- ``'constant'``   ``c_t = 1``, ``prec_t = 1/sigma_d^2``               (eq. 23);
+- ``'annealed'``   ``c_t = 1``, ``prec_t = (T - t) / (T sigma_d^2)``   (§2.5.4; ``prec_T = 0``: ``r_T = 1``);
 - ``'diffused'``   ``r_t(x_t) = N(y; sqrt(alpha_bar_t) x_t, 1 - alpha_bar_t + sigma_d^2)``, i.e.
-  ``c_t = 1/sqrt(alpha_bar_t)``, ``h_t = alpha_bar_t / (1 - alpha_bar_t + sigma_d^2)``: the
+  ``c_t = 1/sqrt(alpha_bar_t)``, ``prec_t = alpha_bar_t / (1 - alpha_bar_t + sigma_d^2)``: the
   likelihood of ``y`` given ``x_t`` were the rest of the chain the forward kernel reversed
-  (exact for ``N(0, I)`` data); the project's addition.  ``h_T ≈ 0`` and, for a delta,
-  ``1/h_1 ≈ beta_1``, the width of the last step (eq. 44).
+  (exact for ``N(0, I)`` data); the project's addition.  ``prec_T ≈ 0`` and, for a delta,
+  ``1/prec_1 ≈ beta_1``, the width of the last step (eq. 44).
 
-All three end at ``r_0 = r``.  ``sigma_d = 0`` is a delta (inpainting, ``h = inf``):
+All three end at ``r_0 = r``.  ``sigma_d = 0`` is a delta (inpainting, ``prec = inf``):
 the observed coordinates are held at their values.  A reverse kernel is a diagonal
 Gaussian, so each product is exact and coordinate-wise (eq. 22); the normalizer of
-each product is kept for the sequential Monte Carlo sampler (:mod:`posterior_smc`).
+each product is kept for the sequential Monte Carlo sampler (:mod:`smc`).
 A smooth ``r`` known by its log-gradient shifts the mean instead (Table App.1, App. C).
 
 Even for Gaussians the modified chain is not ``p~``: its end point is biased
-(tests/test_posterior.py gives the closed form).  ``posterior_smc`` corrects it.
+(tests/test_posterior.py gives the closed form).  :mod:`smc` corrects it.
 """
 import math
 import numbers
@@ -43,14 +43,14 @@ def r_schedule(tables, sigma_d, choice):
 
     Parameters
     ----------
-    tables : dict from :func:`numpy_diffusion.tables.make_tables` (any backend)
+    tables : dict from :func:`numpy_diffusion.gaussian.tables.tables_forward` (any backend)
     sigma_d : float, observation noise standard deviation (``0``: a delta)
     choice : ``'constant'`` (eq. 23), ``'annealed'`` (§2.5.4) or ``'diffused'``
 
     Returns
     -------
-    c, h : host float64 ndarrays of shape (T + 1,), index ``t``: ``r_t(x_t) ∝
-    N(c_t y; x_t, 1/h_t)``; ``h_t = 0`` means ``r_t = 1``, ``h_t = inf`` a delta.
+    c, prec : host float64 ndarrays of shape (T + 1,), index ``t``: ``r_t(x_t) ∝
+    N(c_t y; x_t, 1/prec_t)``; ``prec_t = 0`` means ``r_t = 1``, ``prec_t = inf`` a delta.
     """
     check_choice("choice of intermediate r", choice, CHOICES)
     alpha_bar = numpy.asarray(to_host(tables["alpha_bar"]), dtype=numpy.float64)
@@ -59,9 +59,9 @@ def r_schedule(tables, sigma_d, choice):
     with numpy.errstate(divide="ignore"):
         if choice == "diffused":                                          # y ~ sqrt(alpha_bar_t) x_t, eq. (2)
             return 1.0 / numpy.sqrt(alpha_bar), alpha_bar / ((1 - alpha_bar) + s2)
-        lam = numpy.ones(T + 1) if choice == "constant" else (T - t) / T  # eq. (23) / r^{(T-t)/T}
-        h = numpy.where(lam > 0, lam / s2, 0.0) if s2 > 0 else numpy.where(lam > 0, numpy.inf, 0.0)
-    return numpy.ones(T + 1), h
+        power = numpy.ones(T + 1) if choice == "constant" else (T - t) / T  # eq. (23) / r^{(T-t)/T}
+        prec = numpy.where(power > 0, power / s2, 0.0) if s2 > 0 else numpy.where(power > 0, numpy.inf, 0.0)
+    return numpy.ones(T + 1), prec
 
 
 def normal_logpdf(x, mu, var):
@@ -70,14 +70,14 @@ def normal_logpdf(x, mu, var):
     return -0.5 * (LOG_2PI + xp.log(var) + (x - mu) ** 2 / var)
 
 
-def gaussian_product(mu, var, y_t, h, m):
-    """``N(x; mu, var) · N(y_t; x, 1/h)`` on observed coordinates, exactly (eq. 22).
+def gaussian_product(mu, var, y_t, prec, m):
+    """``N(x; mu, var) · N(y_t; x, 1/prec)`` on observed coordinates, exactly (eq. 22).
 
     Parameters
     ----------
     mu, var : float64 ndarrays of shape (B, N, D), the reverse kernel ``p(x_{t-1} | x_t)``
     y_t : ndarray of shape (B, 1, D), the observation as seen at ``t - 1`` (``c_{t-1} y``)
-    h : float, precision of ``r_{t-1}`` (``0``: none; ``inf``: a delta)
+    prec : float, precision of ``r_{t-1}`` (``0``: none; ``inf``: a delta)
     m : float64 ndarray of shape (B, 1, D), 1 on observed coordinates, else 0
 
     Returns
@@ -86,23 +86,23 @@ def gaussian_product(mu, var, y_t, h, m):
     log_Z : ndarray of shape (B, N), ``log ∫ p(x | x_t) r_{t-1}(x) dx`` (nats)
     """
     xp = array_module(mu)
-    if h == 0:
+    if prec == 0:
         return mu, var, xp.zeros(mu.shape[:2])
-    if math.isinf(h):                                                     # delta: held at y (§2.5.3)
+    if math.isinf(prec):                                                     # delta: held at y (§2.5.3)
         log_Z = (m * normal_logpdf(y_t, mu, var)).sum(axis=2)
         return xp.where(m > 0, y_t, mu), var * (1 - m), log_Z
-    var_r = 1.0 / (1.0 / var + h * m)                                     # precisions add
-    mu_r = var_r * (mu / var + h * m * y_t)
-    log_Z = (m * normal_logpdf(y_t, mu, var + 1.0 / h)).sum(axis=2)
+    var_r = 1.0 / (1.0 / var + prec * m)                                     # precisions add
+    mu_r = var_r * (mu / var + prec * m * y_t)
+    log_Z = (m * normal_logpdf(y_t, mu, var + 1.0 / prec)).sum(axis=2)
     return mu_r, var_r, log_Z
 
 
-def log_r(x, y_t, h, m):
-    """``log r_t(x_t)`` summed over observed coordinates, shape (B, N); 0 where ``h = 0``."""
+def log_r(x, y_t, prec, m):
+    """``log r_t(x_t)`` summed over observed coordinates, shape (B, N); 0 where ``prec = 0``."""
     xp = array_module(x)
-    if h == 0:
+    if prec == 0:
         return xp.zeros(x.shape[:2])
-    return (m * normal_logpdf(y_t, x, xp.full_like(x, 1.0 / h))).sum(axis=2)
+    return (m * normal_logpdf(y_t, x, xp.full_like(x, 1.0 / prec))).sum(axis=2)
 
 
 def reverse_kernel(model, params, x, t):
@@ -111,8 +111,8 @@ def reverse_kernel(model, params, x, t):
     ``t = T + 1`` gives ``pi = N(0, I)`` (eq. 4, the start of the chain); ``t = 2..T``
     the learned kernel (eq. 5); ``t = 1`` the fixed last step (App. B.2, eq. 44).
     """
-    xp, T = array_module(x), model.cfg.net.T
-    tables = model.tables(params)[0]
+    xp, T = array_module(x), model.T
+    tables = model.tables(params)
     if t == T + 1:
         return xp.zeros_like(x), xp.ones_like(x)
     if t == 1:
@@ -126,7 +126,7 @@ def check_observation(model, params, y, mask=None, sigma_d=None):
 
     Returns ``(y (B, 1, D), m (B, 1, D) float64, squeeze)`` on the params' backend.
     """
-    D, xp = model.cfg.net.D, array_module(params["readout.W"])
+    D, xp = model.D, array_module(params["readout.W"])
     check_array("observation y", y)
     if y.ndim not in (1, 2) or y.shape[-1] != D:
         raise ValueError(f"observation y must have shape ({D},) or (B, {D}), got {tuple(y.shape)}")
@@ -143,21 +143,21 @@ def check_observation(model, params, y, mask=None, sigma_d=None):
     return y, m, squeeze
 
 
-def _modified_chain(model, params, y, m, c, h, n, rng, shift=None):
+def _modified_chain(model, params, y, m, c, prec, n, rng, shift=None):
     """The paper's modified reverse chain: ``x_T ~ p~(x_T)``, then eq. (22) for ``t = T..1``.
 
     ``shift(mu, var, t) -> mu`` replaces the Gaussian product for a smooth ``r``.
     Returns ``x0`` of shape (B, n, D).
     """
     xp = array_module(y)
-    T, (B, _, D) = model.cfg.net.T, y.shape
+    T, (B, _, D) = model.T, y.shape
     x = xp.zeros((B, n, D))
     for t in range(T + 1, 0, -1):                                         # t = T + 1: the start, pi
         mu, var = reverse_kernel(model, params, x, t)
         if shift is not None:
             mu = shift(mu, var, t - 1)                                    # Table App.1
         else:
-            mu, var, _ = gaussian_product(mu, var, c[t - 1] * y, h[t - 1], m)   # eq. (22)
+            mu, var, _ = gaussian_product(mu, var, c[t - 1] * y, prec[t - 1], m)   # eq. (22)
         x = mu + xp.sqrt(var) * xp.asarray(rng.standard_normal((B, n, D)))
     return x
 
@@ -183,8 +183,8 @@ def denoise_sample(model, params, y, sigma_d, n, rng, choice="constant", mask=No
     x0 : float64 ndarray of shape (n, D) for a 1-D ``y``, else (B, n, D)
     """
     y, m, squeeze = check_observation(model, params, y, mask, sigma_d)
-    c, h = r_schedule(model.tables(params)[0], sigma_d, choice)
-    return _out(_modified_chain(model, params, y, m, c, h, check_positive_int("n", n), rng), squeeze)
+    c, prec = r_schedule(model.tables(params), sigma_d, choice)
+    return _out(_modified_chain(model, params, y, m, c, prec, check_positive_int("n", n), rng), squeeze)
 
 
 def inpaint_sample(model, params, y, mask, n, rng, choice="constant"):
@@ -197,8 +197,8 @@ def inpaint_sample(model, params, y, mask, n, rng, choice="constant"):
     if mask is None:
         raise ValueError("inpainting needs a boolean mask of the observed coordinates, got None")
     y, m, squeeze = check_observation(model, params, y, mask)
-    c, h = r_schedule(model.tables(params)[0], 0.0, choice)
-    return _out(_modified_chain(model, params, y, m, c, h, check_positive_int("n", n), rng), squeeze)
+    c, prec = r_schedule(model.tables(params), 0.0, choice)
+    return _out(_modified_chain(model, params, y, m, c, prec, check_positive_int("n", n), rng), squeeze)
 
 
 def smooth_sample(model, params, grad_log_r, n, rng, choice="constant"):
@@ -208,12 +208,12 @@ def smooth_sample(model, params, grad_log_r, n, rng, choice="constant"):
     ``'annealed'``, ``∇log r_t = ((T - t)/T) ∇log r``.  Returns ``x0`` of shape (n, D).
     """
     check_choice("choice of intermediate r", choice, CHOICES[:2])
-    n, T, D = check_positive_int("n", n), model.cfg.net.T, model.cfg.net.D
+    n, T, D = check_positive_int("n", n), model.T, model.D
     xp = array_module(params["readout.W"])
-    lam = (lambda s: 1.0) if choice == "constant" else (lambda s: (T - s) / T)
+    power = (lambda s: 1.0) if choice == "constant" else (lambda s: (T - s) / T)
 
     def shift(mu, var, s):                                                # eq. (61)
-        return mu + var * lam(s) * grad_log_r(mu.reshape(-1, D)).reshape(mu.shape)
+        return mu + var * power(s) * grad_log_r(mu.reshape(-1, D)).reshape(mu.shape)
     y = xp.zeros((1, 1, D))
     return _modified_chain(model, params, y, y, None, None, n, rng, shift)[0]
 
@@ -227,12 +227,12 @@ def forward_kernel_chain_moments(tables, y, sigma_d, choice, smooth=False):
     the exact product (eq. 22) or, with ``smooth``, the mean shift of Table App.1.
     Returns ``(mean, variance)`` of ``x_0`` as floats; compare ``N(y/(1+s2), s2/(1+s2))``.
     """
-    c, h = r_schedule(tables, sigma_d, choice)
+    c, prec = r_schedule(tables, sigma_d, choice)
     beta = numpy.asarray(to_host(tables["beta"]), dtype=numpy.float64)
     M, V = 0.0, 0.0
     for t in range(beta.shape[0], 0, -1):                                 # t = T + 1: pi
         a, v = (0.0, 1.0) if t == beta.shape[0] else (math.sqrt(1 - beta[t]), beta[t])
-        g = v * h[t - 1]
+        g = v * prec[t - 1]
         if smooth:                                                        # Table App.1: mean shift
             k, b, var = a * (1 - g), g * c[t - 1] * y, v
         else:                                                             # eq. (22): exact product

@@ -23,8 +23,8 @@ a width there; the ``'diffused'`` choice does (:func:`posterior.r_schedule`), an
 width at ``t = 1`` is about ``beta_1``, matched to the last step (eq. 44).  A small
 observation noise instead would blur the target and leave weights as sharp as ``sigma_d``.
 
-Which ``r_t`` matters.  For a kernel ``N(a x_t, v)`` and ``r_t = N(c_t y; x_t, 1/h_t)`` the
-log weight is quadratic in ``x_t`` with curvature ``h_t - a^2 / (v + 1/h_{t-1})``; where it
+Which ``r_t`` matters.  For a kernel ``N(a x_t, v)`` and ``r_t = N(c_t y; x_t, 1/prec_t)`` the
+log weight is quadratic in ``x_t`` with curvature ``prec_t - a^2 / (v + 1/h_{t-1})``; where it
 is positive the weights grow without bound and can have infinite variance.  Eq. (23)'s
 constant ``r_t`` does this (on the Gaussian test its SMC is consistent but useless at any
 practical ``N``, whatever the ESS says); ``'annealed'`` and ``'diffused'`` keep it near or
@@ -70,17 +70,17 @@ def _reweight(log_w, inc, log_Z):
     return log_w, log_Z + log_sum[:, 0], xp.exp(log_w)
 
 
-def _smc(model, params, y, m, c, h, N, rng, ess_threshold):
+def _smc(model, params, y, m, c, prec, N, rng, ess_threshold):
     """The particle system; returns ``(x0 (B, N, D), w (B, N), ess (T + 1, B), log_Z (B,), n_resampled)``."""
     xp = array_module(y)
-    T, (B, _, D) = model.cfg.net.T, y.shape
+    T, (B, _, D) = model.T, y.shape
     x = xp.zeros((B, N, D))
     log_w, log_Z = xp.full((B, N), -math.log(N)), xp.zeros(B)
     ess, n_resampled = xp.zeros((T + 1, B)), 0
     for t in range(T + 1, 0, -1):                                         # t = T + 1: the start, pi
         mu, var = reverse_kernel(model, params, x, t)
-        mu, var, log_Z_step = gaussian_product(mu, var, c[t - 1] * y, h[t - 1], m)   # eq. (22)
-        inc = log_Z_step - (log_r(x, c[t] * y, h[t], m) if t <= T else 0.0)   # Z_{t-1}(x_t) / r_t(x_t)
+        mu, var, log_Z_step = gaussian_product(mu, var, c[t - 1] * y, prec[t - 1], m)   # eq. (22)
+        inc = log_Z_step - (log_r(x, c[t] * y, prec[t], m) if t <= T else 0.0)   # Z_{t-1}(x_t) / r_t(x_t)
         log_w, log_Z, w = _reweight(log_w, inc, log_Z)
         ess[t - 1] = 1.0 / (w ** 2).sum(axis=1)                          # ESS of target t - 1
         low = ess[t - 1] < ess_threshold * N
@@ -133,8 +133,8 @@ def smc_denoise(model, params, y, sigma_d, n_particles, rng, choice="annealed", 
     """
     N = _check_smc(n_particles, ess_threshold)
     y, m, squeeze = check_observation(model, params, y, mask, sigma_d)
-    c, h = r_schedule(model.tables(params)[0], sigma_d, choice)
-    return _result(*_smc(model, params, y, m, c, h, N, rng, ess_threshold), squeeze)
+    c, prec = r_schedule(model.tables(params), sigma_d, choice)
+    return _result(*_smc(model, params, y, m, c, prec, N, rng, ess_threshold), squeeze)
 
 
 def smc_inpaint(model, params, y, mask, n_particles, rng, ess_threshold=0.5):
@@ -147,5 +147,5 @@ def smc_inpaint(model, params, y, mask, n_particles, rng, ess_threshold=0.5):
         raise ValueError("inpainting needs a boolean mask of the observed coordinates, got None")
     N = _check_smc(n_particles, ess_threshold)
     y, m, squeeze = check_observation(model, params, y, mask)
-    c, h = r_schedule(model.tables(params)[0], 0.0, "diffused")
-    return _result(*_smc(model, params, y, m, c, h, N, rng, ess_threshold), squeeze)
+    c, prec = r_schedule(model.tables(params), 0.0, "diffused")
+    return _result(*_smc(model, params, y, m, c, prec, N, rng, ess_threshold), squeeze)
