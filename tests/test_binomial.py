@@ -10,12 +10,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from numpy_diffusion.binomial.kernel import (bernoulli_kl, binary_entropy, binomial_schedule,
-                                      bound_by_t, forward_logit, heartbeat_beta,
-                                      neg_bound_backward, neg_bound_forward, q_posterior_logit,
-                                      q_sample, sample)
-from numpy_diffusion.binomial.model import BinomialDiffusion
+from numpy_diffusion.binomial.kernel import (bound_all_t, bound_backward, bound_forward, edge_terms,
+                                             entropy_terms, kernel_logit, kl_backward, kl_forward, p_sample_loop,
+                                             q_posterior, q_sample)
+from numpy_diffusion.binomial.schedule import binary_entropy, binomial_schedule, heartbeat_beta
+from numpy_diffusion.binomial.model import BinomialDiffusion, heartbeat_model
 from numpy_diffusion.datasets import exact_heartbeat_fraction, heartbeat
+from numpy_diffusion.bits import standard_error
 from numpy_diffusion.gradcheck import check_gradient
 from numpy_diffusion.nn.layers import sigmoid
 
@@ -67,9 +68,9 @@ def test_marginal_matches_iterated_kernel(sched_args, data):
     for t in range(T + 1):
         for x0 in (0, 1):
             # 1e-12: a dozen 2 x 2 products against a closed form, float64
-            assert abs(s["rate_q"][t, x0] - marginal(x0, t, beta, pi)[1]) < 1e-12
+            assert abs(s["rate_marginal"][t, x0] - marginal(x0, t, beta, pi)[1]) < 1e-12
             if t >= 1:
-                assert abs(sigmoid(s["logit_q"][t, x0]) - s["rate_q"][t, x0]) < 1e-12
+                assert abs(sigmoid(s["logit_marginal"][t, x0]) - s["rate_marginal"][t, x0]) < 1e-12
 
 
 @given(schedules(), st.data())
@@ -79,12 +80,12 @@ def test_posterior_is_bayes_rule(sched_args, data):
     s = binomial_schedule(T, pi, beta)
     t = data.draw(st.integers(2, T))
     x0, xt = (np.array([[0.0, 0.0, 1.0, 1.0]]), np.array([[0.0, 1.0, 0.0, 1.0]]))
-    lam = q_posterior_logit(x0, xt, np.array([t]), s)[0]
+    logit_q = q_posterior(x0, xt, np.array([t]), s)[0]
     for d in range(4):
         a, b = int(x0[0, d]), int(xt[0, d])
         joint = marginal(a, t - 1, beta, pi) * kernel(beta[t], pi)[:, b]   # q(x_{t-1}, x_t = b | x_0)
         post = joint / joint.sum()                                         # Bayes' rule
-        mine = np.array([sigmoid(-lam[d]), sigmoid(lam[d])])
+        mine = np.array([sigmoid(-logit_q[d]), sigmoid(logit_q[d])])
         # 1e-12: both sides are float64 closed forms of a dozen operations
         assert abs(mine.sum() - 1) < 1e-12 and np.abs(mine - post).max() < 1e-12
 
@@ -94,9 +95,9 @@ def test_posterior_is_bayes_rule(sched_args, data):
 def test_bernoulli_kl_nonnegative_and_zero_for_equal_rates(seed, scale):
     rng = rng_from(seed)
     a, b = rng.uniform(-scale, scale, (2, 50))
-    kl = bernoulli_kl(a, b)
+    kl = kl_forward(a, b)[0]
     # -1e-13: KL is a difference of O(scale) softplus terms, rounded in float64
-    assert (kl >= -1e-13 * scale).all() and (bernoulli_kl(a, a) == 0).all()
+    assert (kl >= -1e-13 * scale).all() and (kl_forward(a, a)[0] == 0).all()
     p, q = sigmoid(b), sigmoid(a)
     keep = np.abs(a).max() < 20 and np.abs(b).max() < 20           # direct formula still accurate
     if keep:
@@ -107,12 +108,12 @@ def test_bernoulli_kl_nonnegative_and_zero_for_equal_rates(seed, scale):
 def exact_K_forward_kernel(x0, s):
     """Eq. (14) with ``p`` = the forward kernel reversed, its expectation over ``x_t`` summed exactly
     (each bit's terms depend on that bit alone): per-bit ``K`` for ``x0`` in (0, 1)."""
-    K = s["H_T"] - s["H_1"] - s["H_p"]
+    K = s["H_q_T"] - s["H_q_1"] - s["H_p_T"]
     for t in range(2, s["T"] + 1):
         for xt in (0.0, 1.0):
             x, y, tt = np.array([[float(x0)]]), np.array([[xt]]), np.array([t])
-            w = s["rate_q"][t, x0] if xt else 1 - s["rate_q"][t, x0]
-            K = K - w * bernoulli_kl(q_posterior_logit(x, y, tt, s), forward_logit(y, tt, s))[0, 0]
+            w = s["rate_marginal"][t, x0] if xt else 1 - s["rate_marginal"][t, x0]
+            K = K - w * kl_forward(q_posterior(x, y, tt, s), kernel_logit(y, tt, s))[0][0, 0]
     return K
 
 
@@ -122,21 +123,34 @@ def test_forward_kernel_network_gives_L_null(sched_args):
     T, pi, beta = sched_args
     s = binomial_schedule(T, pi, beta)
     K = np.array([exact_K_forward_kernel(x0, s)[x0] for x0 in (0, 1)])    # (2,) per bit
-    lam_pi, abar = np.log(pi / (1 - pi)), s["alpha_bar"]
+    logit_pi, abar = np.log(pi / (1 - pi)), s["alpha_bar"]
     # Data from pi itself: E_pi K = E_pi log pi(x0) = L_null.  1e-10: a sum of ~2T O(1) terms
     assert abs((1 - pi) * K[0] + pi * K[1] - ((1 - pi) * s["log_pi"][0] + pi * s["log_pi"][1])) < 1e-10
     # Per x0, eq. (14) differs from log pi(x0) by the edge terms its derivation averages away
-    gap = (1 - abar[1] + abar[T]) * lam_pi * (np.array([0.0, 1.0]) - pi)
+    gap = (1 - abar[1] + abar[T]) * logit_pi * (np.array([0.0, 1.0]) - pi)
     assert np.allclose(K, s["log_pi"] - gap, atol=1e-10)
+    assert np.allclose(edge_terms(np.array([[0.0], [1.0]]), s), gap, rtol=0, atol=1e-12)   # float64 closed forms
 
 
-def test_bound_by_t_estimates_the_exact_expectation():
+def test_bound_all_t_estimates_the_exact_expectation():
     # Monte Carlo over the noise only; 5 standard errors, so a false failure is a 1-in-10^6 event
     s = binomial_schedule(6, 0.3)
     x0 = np.array([[0.0, 1.0]]).repeat(4000, 0)
-    K, se, kl_by_t = bound_by_t(lambda xt, t: forward_logit(xt, t, s), x0, s, rng_from(1))
+    res = bound_all_t(lambda xt, t: kernel_logit(xt, t, s), x0, s, rng_from(1))
+    K, kl_by_t = res["K"], res["kl_by_t"]
     exact = exact_K_forward_kernel(0, s)[0] + exact_K_forward_kernel(1, s)[1]
-    assert abs(K.mean() - exact) < 5 * se and kl_by_t.shape == (5,) and (kl_by_t >= 0).all()
+    assert abs(K.mean() - exact) < 5 * standard_error(K)
+    assert kl_by_t.shape == (7,) and (kl_by_t[:2] == 0).all() and (kl_by_t >= 0).all()
+    # the entropies are eq. (14)'s, per example; K is their sum less the KL terms (float64 sums)
+    H = entropy_terms(x0, s)
+    assert all(res[k].shape == (4000,) and np.allclose(res[k], H[k]) for k in ("H_q_T", "H_q_1", "H_p_T"))
+    assert np.isclose(K.mean(), -kl_by_t.sum() + (H["H_q_T"] - H["H_q_1"] - H["H_p_T"]).mean(),
+                      rtol=0, atol=1e-12)
+    # With p the forward kernel reversed, p(x0) = pi(x0) and the exact bound is log pi(x0) itself
+    # (p(x_{0:T}) = pi(x0) q(x_{1:T}|x0) by detailed balance), up to the same Monte Carlo error
+    log_pi = (s["log_pi"][1] + s["log_pi"][0]) * np.ones(4000)             # x0 = (0, 1)
+    assert abs(res["K_exact"].mean() - log_pi.mean()) < 5 * standard_error(K)
+    assert np.allclose(res["K_exact"] - K, edge_terms(x0, s), rtol=0, atol=1e-12)
 
 
 @given(seeds)
@@ -148,11 +162,24 @@ def test_loss_gradient_wrt_logits(seed):
     x0, u = (rng.random((N, D)) < 0.5).astype(float), rng.random((N, D))
     t = rng.integers(2, 10, N)
     xt, w = q_sample(x0, t, u, s), rng.uniform(0.5, 8.0, N)
-    lam_p = rng.uniform(-4, 4, (N, D))
-    loss = lambda z: float(neg_bound_forward(z, x0, xt, t, w, s)[0])
-    dlam = neg_bound_backward(1.0, neg_bound_forward(lam_p, x0, xt, t, w, s)[1])
-    assert check_gradient(loss, lam_p, dlam) < 1e-6                  # float64 central differences: ~1e-8
+    logit_p = rng.uniform(-4, 4, (N, D))
+    loss = lambda z: float(bound_forward(z, x0, xt, t, w, s)[0])
+    dlogit_p = bound_backward(1.0, bound_forward(logit_p, x0, xt, t, w, s)[1])
+    assert check_gradient(loss, logit_p, dlogit_p) < 1e-6            # float64 central differences: ~1e-8
 
+
+
+@given(seeds, st.floats(0.5, 12.0))
+@settings(max_examples=20)
+def test_kl_gradient_wrt_both_logits(seed, scale):
+    rng = rng_from(seed)
+    logit_q, logit_p, dKL = rng.uniform(-scale, scale, (3, 4, 3))
+    dlogit_q, dlogit_p = kl_backward(dKL, kl_forward(logit_q, logit_p)[1])
+    f_q = lambda a: float((dKL * kl_forward(a, logit_p)[0]).sum())
+    f_p = lambda a: float((dKL * kl_forward(logit_q, a)[0]).sum())
+    # float64 central differences of O(scale) softplus terms: ~1e-8; a wrong derivative reads O(1)
+    assert check_gradient(f_q, logit_q, dlogit_q) < 1e-6
+    assert check_gradient(f_p, logit_p, dlogit_p) < 1e-6
 
 def small_model(basis="identity", t_sampling="uniform"):
     return BinomialDiffusion(D=4, T=10, pi=0.25, hidden=(5, 3), basis=basis, n_bumps=4,
@@ -197,20 +224,69 @@ def test_sampling_shape_binary_and_deterministic():
     a, b = m.sample(params, 9, rng_from(3)), m.sample(params, 9, rng_from(3))
     assert a.shape == (9, 4) and set(np.unique(a)) <= {0.0, 1.0} and (a == b).all()
     s = binomial_schedule(5, 0.5)
-    fwd = lambda xt, t: forward_logit(xt, t, s)
-    x = sample(fwd, 20000, 2, s, rng_from(4))
+    fwd = lambda xt, t: kernel_logit(xt, t, s)
+    x = p_sample_loop(fwd, 20000, 2, s, rng_from(4))
     # The forward kernel keeps pi stationary: mean 0.5, binomial std 0.0025 -> 5 sigma
     assert abs(x.mean() - 0.5) < 0.0125
 
+
+
+def test_sampler_never_asks_the_network_at_t_1():
+    s = binomial_schedule(6, 0.3)
+    seen = []
+
+    def fwd(xt, t):
+        seen.extend(np.unique(t).tolist())
+        return kernel_logit(xt, t, s)
+    p_sample_loop(fwd, 5, 3, s, rng_from(0))
+    assert sorted(seen) == [2, 3, 4, 5, 6]                             # t = 1 is eq. (44)'s fixed step
+
+
+def test_sampler_takes_the_fixed_last_step_of_eq_44():
+    # The learned kernel says x_1 = 1 surely (logit +30 at t = 2..T) and x_0 = 0 surely
+    # (logit -30 at t = 1). The fixed last step T_pi(x_0 | x_1 = 1; beta_1) instead keeps
+    # each bit with rate 1 - beta_1 (1 - pi) = 0.925 for T = 10, pi = 0.25.
+    m = small_model()
+    params = m.init_params(rng_from(0))
+    b = np.full_like(params["readout.b"], 30.0)                         # rows t - 1 = 0..T-1  (T, D)
+    b[0] = -30.0                                                        # the readout of t = 1
+    x = m.sample({**params, "readout.b": b}, 4000, rng_from(1))
+    rate = 1 - m.sched["beta"][1] * (1 - m.pi)
+    # binomial std sqrt(0.925 0.075 / 16000) = 0.002 -> 5 sigma is 0.01
+    assert abs(x.mean() - rate) < 0.0105
+
+
+def test_heartbeat_model_is_the_demos_default():
+    import os
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "demos"))
+    import heartbeat
+    args = heartbeat.parse_args([])
+    cfg = heartbeat_model().config()
+    assert cfg == {"kind": "binomial", "D": 20, "T": 2000, "pi": 0.2, "hidden": [50, 50, 50],
+                   "activation": "sigmoid", "basis": args.basis, "n_bumps": args.n_bumps,
+                   "t_sampling": args.t_sampling}
+    assert cfg == BinomialDiffusion().config()                          # the default is one model
+    assert heartbeat_model(basis="identity").config()["basis"] == "identity"
 
 def test_evaluate_and_config():
     m = small_model()
     params = m.init_params(rng_from(0))
     x0 = (rng_from(1).random((50, 4)) < 0.25).astype(float)
     r = m.evaluate(params, x0, rng_from(2))
-    assert len(r["kl_bits_by_t"]) == 9 and all(isinstance(r[k], float) for k in
-                                                ("K_bits", "K_bits_stderr", "L_null_bits"))
+    assert set(r) == {"K_nats", "K_bits", "K_bits_stderr", "L_null_bits", "K_minus_L_null_bits",
+                      "K_minus_L_null_bits_stderr", "kl_bits_by_t", "H_q_T_bits", "H_q_1_bits",
+                      "H_p_T_bits", "K_exact_bits", "K_per_example_nats", "n_eps"}
+    kl = r["kl_bits_by_t"]                                             # indexed by the paper's t
+    assert isinstance(kl, np.ndarray) and kl.shape == (11,) and (kl[:2] == 0).all() and (kl[2:] > 0).all()
+    assert all(isinstance(r[k], float) for k in ("K_nats", "K_bits", "K_bits_stderr", "L_null_bits",
+                                                 "H_q_T_bits", "H_q_1_bits", "H_p_T_bits"))
     assert np.isclose(r["K_minus_L_null_bits"], r["K_bits"] - r["L_null_bits"])
+    # eq. (14) in bits, from its parts; float64 sums of a dozen terms
+    parts = -kl.sum() + r["H_q_T_bits"] - r["H_q_1_bits"] - r["H_p_T_bits"]
+    assert np.isclose(r["K_bits"], parts, rtol=0, atol=1e-12)
+    assert np.isclose(r["K_bits"], r["K_nats"] / np.log(2)) and r["n_eps"] == 1
+    assert r["K_per_example_nats"].shape == (50,) and np.isclose(r["K_per_example_nats"].mean(), r["K_nats"])
     m2 = BinomialDiffusion.from_config(json.loads(json.dumps(m.config())))
     assert m2.config() == m.config()
 
@@ -218,8 +294,8 @@ def test_evaluate_and_config():
 def test_entropies_are_binary_entropies():
     s = binomial_schedule(7, 0.2)
     h = lambda r: -r * np.log(r) - (1 - r) * np.log(1 - r)
-    assert np.allclose(s["H_1"], h(s["rate_q"][1]), atol=1e-14)          # float64 closed forms
-    assert np.isclose(s["H_p"], h(0.2)) and np.allclose(binary_entropy(np.array([0.0])), np.log(2))
+    assert np.allclose(s["H_q_1"], h(s["rate_marginal"][1]), atol=1e-14)          # float64 closed forms
+    assert np.isclose(s["H_p_T"], h(0.2)) and np.allclose(binary_entropy(np.array([0.0])), np.log(2))
 
 
 @pytest.mark.parametrize("pi", [0.0, 1.0, -0.1, 1.5, float("nan")])
@@ -261,10 +337,10 @@ def test_bump_readout_written_per_step_gives_the_same_logits():
     rng = rng_from(0)
     params = {k: v + rng.uniform(-0.5, 0.5, v.shape) for k, v in m.init_params(rng).items()}
     x, t = (rng.random((40, 4)) < 0.3).astype(float), rng.integers(2, 11, 40)
-    step, cfg = m.per_step_params(params)
-    assert cfg.basis == "identity" and step["readout.W"].shape == (3, 10, 4)
+    step, net = m.per_step_params(params)
+    assert net.cfg.basis == "identity" and step["readout.W"].shape == (3, 10, 4)
     # the same sums in another order: float64 round-off, ~1e-16
-    assert np.allclose(m.logits_forward(params, x, t)[0], m.logits_forward(step, x, t, cfg)[0],
+    assert np.allclose(m.p_logit_forward(x, t, params)[0], m.p_logit_forward(x, t, step, net=net)[0],
                        atol=1e-12, rtol=0)
 
 

@@ -1,118 +1,70 @@
-"""Binomial diffusion over binary vectors (§2.4.1, Table App.1, App. B, App. D.1.2).
+"""Binomial diffusion's kernels and bound (§2.4.1, Table App.1, App. B, App. D.1.2).
 
-Forward kernel ``q(x_t | x_{t-1}) = B(x_t; x_{t-1} (1 - beta_t) + pi beta_t)``
-(Table App.1, with noise rate ``pi`` in place of the table's 0.5).  Every
-rate is handled as a logit, so nothing overflows for rates near 0 or 1.
-Tables are float64 host arrays of length ``T + 1`` indexed by the paper's
-``t`` (row 0 unused); columns index a binary state (0 or 1).
-All information quantities are in nats.
+The forward kernel of Table App.1, with noise rate ``pi`` in place of the table's 0.5::
+
+    q(x_t | x_{t-1}) = T_pi(x_t | x_{t-1}; beta_t) = B(x_t; x_{t-1} (1 - beta_t) + pi beta_t)
+
+and the reverse kernel ``p(x_{t-1} | x_t) = B(x_{t-1}; sigma(logit_p))``, over the tables of
+:mod:`.schedule`.  The same names as the Gaussian wing, for the same quantities:
+``q_sample``, ``q_posterior``, the pairs ``kl_forward`` / ``kl_backward`` and
+``bound_forward`` / ``bound_backward``, ``entropy_terms``, ``bound_all_t``,
+``p_sample_loop``.  ``x_t`` is binary and the schedule fixed, so the only gradient is
+the one with respect to the reverse kernel's logits.  Information is in nats.
+
+**The bound**, eq. (14) per example::
+
+    K = - sum_{t=2..T} E_q[ KL(q(x_{t-1}|x_t,x_0) || p(x_{t-1}|x_t)) ]
+        + H_q(X_T|X_0) - H_q(X_1|X_0) - H_p(X_T).
+
+The sum starts at ``t = 2`` because the last reverse step is not learned:
+``p(x_0|x_1)`` is the forward kernel reversed under ``pi`` (App. B.2, eq. (44); see
+:func:`kernel_logit`), so its term ``log p(x_0|x_1) - log q(x_1|x_0)`` is
+``log pi(x_0) - log pi(x_1)`` (eqs. (45)-(46)) and contributes no KL.
+
+**What eq. (14) replaces.**  The exact bound keeps ``E_q log pi(x_T) + log pi(x_0) -
+E_q log pi(x_1)`` where eq. (14) writes ``-H_p(X_T)``.  With ``log pi(x) = x logit(pi) +
+log(1 - pi)`` per bit and ``E_q x_t = pi + (x_0 - pi) alpha_bar_t`` the two differ by
+``(1 - alpha_bar_1 + alpha_bar_T) logit(pi) sum_d (x0_d - pi)`` per example
+(:func:`edge_terms`): zero in expectation when the data's mean is ``pi``, and zero for
+every heartbeat sequence (four ones in twenty bits, ``pi = 0.2``).  Training uses
+eq. (14), as the paper does; :func:`bound_all_t` also returns the exact ``K_exact``.
 """
+from typing import NamedTuple
+
 import numpy
 
 from ..backend import array_module, to_host
-from ..bits import standard_error
 from ..nn.layers import sigmoid, softplus
-from ..validation import check_array, check_positive_int
-
-
-def check_pi(pi):
-    """``pi`` must be a rate strictly inside (0, 1).  Returns it as float."""
-    if not isinstance(pi, (int, float, numpy.floating)) or not 0 < pi < 1:
-        raise ValueError(f"pi (the noise distribution's Bernoulli rate) must lie strictly "
-                         f"between 0 and 1, got {pi!r}")
-    return float(pi)
+from ..validation import check_array
 
 
 def check_binary(name, x, D=None):
     """``x`` must be an (N, D) array of 0s and 1s.  Returns it."""
     check_array(name, x, ndim=2, shape=None if D is None else (None, D))
-    xp = array_module(x)
     if not bool(((x == 0) | (x == 1)).all()):
         raise ValueError(f"{name} must be binary (every entry 0 or 1) for binomial diffusion; "
                          f"got values such as {float(x[(x != 0) & (x != 1)][0])!r}")
-    return xp.asarray(x)
+    return x
 
 
-def heartbeat_beta(T):
-    """The fixed schedule ``beta_t = 1 / (T - t + 1)`` of App. D.1.2; ``beta[0] = 0`` (unused).
-
-    It erases ``x_0`` linearly: ``alpha_bar_t = (T - t) / T``, so ``beta_T = 1``
-    and ``q(x_T | x_0) = pi`` exactly.  Returns a host array of shape (T + 1,).
-    """
-    T = check_positive_int("T", T, 2)
-    t = numpy.arange(1, T + 1, dtype=numpy.float64)
-    return numpy.concatenate([[0.0], 1.0 / (T - t + 1)])
-
-
-def binary_entropy(lam):
-    """Entropy (nats) of a Bernoulli with logit ``lam``: ``r softplus(-lam) + (1-r) softplus(lam)``."""
-    return sigmoid(lam) * softplus(-lam) + sigmoid(-lam) * softplus(lam)
+def check_steps(t, N, T):
+    """``t`` must be an int array (N,) of learned steps ``2..T``.  Returns it."""
+    check_array("t", t, shape=(N,))
+    if t.dtype.kind not in "iu":
+        raise ValueError(f"t must hold integer steps in 2..{T} (the learned steps), got dtype {t.dtype}")
+    if bool(((t < 2) | (t > T)).any()):
+        raise ValueError(f"t must hold integer steps in 2..{T} (the learned steps), "
+                         f"got values in [{int(t.min())}, {int(t.max())}]")
+    return t
 
 
-def marginal_logs(beta, pi):
-    """``(alpha_bar, log r, log(1 - r))`` for ``r = q(x_t = 1 | x_0)``, ``t = 1..T``, columns ``x_0 = 0, 1``.
-
-    ``r = x_0 alpha_bar_t + pi (1 - alpha_bar_t)`` (iterate the kernel's mean
-    ``r -> r (1 - beta) + pi beta``); ``1 - alpha_bar`` through ``expm1``.
-    """
-    with numpy.errstate(divide="ignore"):                              # log 0 = -inf once beta_t = 1
-        log_abar = numpy.cumsum(numpy.log1p(-beta[1:]))                # log alpha_bar_1..T   (T,)
-    abar, one_m_abar = numpy.exp(log_abar), -numpy.expm1(log_abar)
-    lp, l1mp = numpy.log(pi), numpy.log1p(-pi)
-    log_r = numpy.stack([lp + numpy.log(one_m_abar), numpy.log(pi + abar * (1 - pi))], 1)
-    log_1mr = numpy.stack([numpy.log1p(-pi * one_m_abar), numpy.log(one_m_abar) + l1mp], 1)
-    return abar, log_r, log_1mr                                        # (T,), (T, 2), (T, 2)
-
-
-def step_logs(beta, pi):
-    """Per step ``t = 1..T``, columns ``x_t = 0, 1``: the log likelihood ratio
-    ``log q(x_t | x_{t-1} = 1) / q(x_t | x_{t-1} = 0)`` and the logit of the
-    forward kernel's rate ``x_t (1 - beta_t) + pi beta_t`` (Table App.1)."""
-    b, lp, l1mp = beta[1:], numpy.log(pi), numpy.log1p(-pi)
-    lb, stay1 = numpy.log(b), numpy.log1p(-b * (1 - pi))              # log q(x_t = 1 | x_{t-1} = 1)
-    flip0 = numpy.log1p(-pi * b)                                       # log q(x_t = 0 | x_{t-1} = 0)
-    llr = numpy.stack([lb + l1mp - flip0, stay1 - lp - lb], 1)          # (T, 2)
-    logit_fwd = numpy.stack([lp + lb - flip0, stay1 - lb - l1mp], 1)    # (T, 2)
-    return llr, logit_fwd
-
-
-def binomial_schedule(T, pi, beta=None):
-    """Float64 host tables of the forward process (Table App.1).
-
-    Parameters
-    ----------
-    T : int, ``>= 2``.
-    pi : float in (0, 1), the noise distribution's rate.
-    beta : ndarray of shape (T + 1,) or None
-        ``beta[t]`` in (0, 1] for ``t >= 1``; default :func:`heartbeat_beta`.
-
-    Returns
-    -------
-    dict with ``T``, ``pi``, ``beta``, ``alpha_bar`` (T + 1,) and, indexed
-    ``[t, state]``: ``rate_q`` / ``logit_q`` = ``q(x_t = 1 | x_0 = state)``,
-    ``llr`` = ``log q(x_t = state | x_{t-1} = 1) - log q(x_t = state | x_{t-1} = 0)``,
-    ``logit_fwd`` = logit of ``T_pi(x_{t-1} = 1 | x_t = state; beta_t)``;
-    per-dimension entropies ``H_T``, ``H_1`` (by ``x_0``), ``H_p``; ``log_pi`` (by state).
-    """
-    T, pi = check_positive_int("T", T, 2), check_pi(pi)
-    beta = heartbeat_beta(T) if beta is None else numpy.asarray(beta, dtype=numpy.float64)
-    if beta.shape != (T + 1,) or not ((beta[1:] > 0) & (beta[1:] <= 1)).all():
-        raise ValueError(f"beta must have shape ({T + 1},) with beta[1:] in (0, 1], got {beta}")
-    abar, log_r, log_1mr = marginal_logs(beta, pi)
-    logit_q = log_r - log_1mr                                          # (T, 2)
-    llr, logit_fwd = step_logs(beta, pi)
-    pad = lambda a: numpy.concatenate([numpy.zeros((1,) + a.shape[1:]), a])   # row 0 unused
-    return {"T": T, "pi": pi, "beta": beta, "alpha_bar": numpy.concatenate([[1.0], abar]),
-            "rate_q": numpy.concatenate([[[0.0, 1.0]], numpy.exp(log_r)]),   # row 0: x_0 itself
-            "logit_q": pad(logit_q), "llr": pad(llr), "logit_fwd": pad(logit_fwd),
-            "H_T": binary_entropy(logit_q[-1]), "H_1": binary_entropy(logit_q[0]),
-            "H_p": float(binary_entropy(numpy.log(pi) - numpy.log1p(-pi))),
-            "log_pi": numpy.array([numpy.log1p(-pi), numpy.log(pi)])}
-
-
-def on_backend(sched, xp):
-    """The schedule with its tables moved to backend ``xp`` (scalars unchanged)."""
-    return {k: xp.asarray(v) if isinstance(v, numpy.ndarray) else v for k, v in sched.items()}
+def check_uniform(u, shape):
+    """``u`` must be an array of ``shape`` with every entry in [0, 1).  Returns it."""
+    check_array("u", u, shape=shape, finite=False)
+    bad = ~((u >= 0) & (u < 1))                                        # NaN fails both tests
+    if bool(bad.any()):
+        raise ValueError(f"u (the frozen uniform noise) must lie in [0, 1), got {float(u[bad][0])!r}")
+    return u
 
 
 def _pick(table, t, x):
@@ -122,114 +74,177 @@ def _pick(table, t, x):
 
 
 def q_sample(x0, t, u, sched):
-    """``x_t = [u < q(x_t = 1 | x_0)]`` from frozen uniform noise ``u`` (N, D); closed form above."""
-    return (u < _pick(sched["rate_q"], t, x0)).astype(x0.dtype)      # (N, D)
+    """``x_t = [u < q(x_t = 1 | x_0)]`` from frozen uniform noise ``u`` in [0, 1) (N, D).
+
+    The marginal is the closed form of :func:`.schedule.marginal_logs`.  ``x_t`` is binary, so
+    nothing differentiates through it: there is no backward.
+    """
+    return (u < _pick(sched["rate_marginal"], t, x0)).astype(x0.dtype)   # (N, D)
 
 
-def q_posterior_logit(x0, xt, t, sched):
-    """Logit of ``q(x_{t-1} = 1 | x_t, x_0)`` by Bayes' rule, for ``t >= 2``:
-    ``logit q(x_{t-1} = 1 | x_0) + log q(x_t | x_{t-1} = 1) / q(x_t | x_{t-1} = 0)``."""
-    return _pick(sched["logit_q"], t - 1, x0) + _pick(sched["llr"], t, xt)   # (N, D)
+def q_posterior(x0, xt, t, sched):
+    """``logit_q``, the logit of ``q(x_{t-1} = 1 | x_t, x_0)`` for ``t >= 2`` (N, D).
+
+    Bayes' rule in log-odds (derived, not printed in the paper):
+    ``logit q(x_{t-1} = 1 | x_0) + log q(x_t | x_{t-1} = 1) / q(x_t | x_{t-1} = 0)``.
+    """
+    return _pick(sched["logit_marginal"], t - 1, x0) + _pick(sched["llr"], t, xt)   # (N, D)
 
 
-def forward_logit(xt, t, sched):
-    """Logit of the forward kernel reversed under ``pi``, ``T_pi(x_{t-1} = 1 | x_t; beta_t)``.
+def kernel_logit(xt, t, sched):
+    """Logit of the forward kernel reversed under ``pi``, ``T_pi(x_{t-1} = 1 | x_t; beta_t)`` (N, D).
 
     The binomial kernel obeys detailed balance, ``pi(0) q(1|0) = pi(1) q(0|1)
     = pi (1 - pi) beta``, so the reversed kernel ``q(x_t|x_{t-1}) pi(x_{t-1}) /
     pi(x_t)`` is the forward kernel itself: rate ``x_t (1 - beta_t) + pi beta_t``.
     """
-    return _pick(sched["logit_fwd"], t, xt)                           # (N, D)
+    return _pick(sched["logit_kernel"], t, xt)                        # (N, D)
 
 
-def bernoulli_kl(lam_q, lam_p):
-    """``KL(B(sigma(lam_q)) || B(sigma(lam_p)))`` in nats, elementwise, from logits:
-    ``softplus(lam_p) - softplus(lam_q) - sigma(lam_q) (lam_p - lam_q)``."""
-    return softplus(lam_p) - softplus(lam_q) - sigmoid(lam_q) * (lam_p - lam_q)
+def p_logit(z, xt, t, sched):
+    """The reverse kernel's logit ``logit_p = z + logit T_pi(x_{t-1} = 1 | x_t; beta_t)``, float64.
+
+    A network output ``z = 0`` gives the forward kernel reversed (see :func:`kernel_logit`).
+    Linear in ``z`` with slope 1, so ``dz = dlogit_p``.
+    """
+    return z.astype(numpy.float64) + kernel_logit(xt, t, sched)       # (N, D)
+
+
+class KLCache(NamedTuple):
+    rate_q: object                            # (N, D) sigma(logit_q)
+    rate_p: object                            # (N, D) sigma(logit_p)
+    logit_diff: object                        # (N, D) logit_q - logit_p
+
+
+def kl_forward(logit_q, logit_p):
+    """``KL(B(sigma(logit_q)) || B(sigma(logit_p)))`` in nats, elementwise, from logits.
+
+    ``KL = softplus(logit_p) - softplus(logit_q) - sigma(logit_q) (logit_p - logit_q)``
+    (the two-state sum ``r log(r / s) + (1 - r) log((1 - r) / (1 - s))`` with
+    ``log r = -softplus(-logit_q)``, and so on).  Returns ``(KL (N, D), KLCache)``.
+    """
+    rate_q = sigmoid(logit_q)
+    KL = softplus(logit_p) - softplus(logit_q) - rate_q * (logit_p - logit_q)   # (N, D)
+    return KL, KLCache(rate_q, sigmoid(logit_p), logit_q - logit_p)
+
+
+def kl_backward(dKL, cache):
+    """Gradients ``(dlogit_q, dlogit_p)`` of the Bernoulli KL."""
+    rate_q, rate_p, logit_diff = cache
+    dlogit_q = dKL * rate_q * (1 - rate_q) * logit_diff               # dKL/dl_q = r_q (1 - r_q)(l_q - l_p)
+    dlogit_p = dKL * (rate_p - rate_q)                                # dKL/dl_p = r_p - r_q
+    return dlogit_q, dlogit_p
 
 
 def entropy_terms(x0, sched):
-    """``H_q(X_T|X_0) - H_q(X_1|X_0) - H_p(X_T)`` per example (N,), nats: the last line of eq. (14)."""
+    """The three entropies of eq. (14) per example, nats: a dict of ``H_q_T``, ``H_q_1``, ``H_p_T`` (N,).
+
+    ``H_q(X_T|X_0)`` and ``H_q(X_1|X_0)`` are sums of binary entropies that depend on
+    each bit of ``x_0``; ``H_p(X_T) = D H(pi)`` is the same for every example.
+    """
     xp = array_module(x0)
-    H_T, H_1 = xp.asarray(sched["H_T"]), xp.asarray(sched["H_1"])
-    per_dim = xp.where(x0 > 0.5, H_T[1] - H_1[1], H_T[0] - H_1[0])   # (N, D)
-    return per_dim.sum(1) - x0.shape[1] * sched["H_p"]               # (N,)
+    by_bit = lambda H: xp.where(x0 > 0.5, float(H[1]), float(H[0])).sum(1)   # sum over d   (N,)
+    return {"H_q_T": by_bit(sched["H_q_T"]), "H_q_1": by_bit(sched["H_q_1"]),
+            "H_p_T": xp.full(x0.shape[0], x0.shape[1] * sched["H_p_T"])}
 
 
-def neg_bound_forward(lam_p, x0, xt, t, weights, sched):
-    """Training loss ``-K_hat`` (nats per sequence), mean over the batch, eq. (14).
+def entropy_sum(H):
+    """``H_q(X_T|X_0) - H_q(X_1|X_0) - H_p(X_T)``: the last line of eq. (14)."""
+    return H["H_q_T"] - H["H_q_1"] - H["H_p_T"]
 
-    Each example ``n`` stands for the sum over ``t = 2..T`` by one term,
-    ``weights[n] * KL(q(x_{t-1}|x_t,x_0) || p(x_{t-1}|x_t))`` (weight ``T - 1``
-    for ``t ~ U{2..T}``).  Per example this is eq. (14) exactly; the exact
-    per-example bound adds ``(1 - alpha_bar_1 + alpha_bar_T) logit(pi)
-    sum_d (x0_d - pi)`` (the edge terms App. B.1-B.2 drop), zero in
-    expectation when the data's mean is ``pi``, and zero for every heartbeat
-    sequence (four ones in twenty bits, ``pi = 0.2``).
+
+def edge_terms(x0, sched):
+    """Exact per-example bound less eq. (14), nats (N,): see the module docstring."""
+    abar, pi = sched["alpha_bar"], sched["pi"]
+    logit_pi = float(sched["log_pi"][1] - sched["log_pi"][0])
+    return (1 - float(abar[1]) + float(abar[-1])) * logit_pi * (x0 - pi).sum(1)   # (N,)
+
+
+class BoundCache(NamedTuple):
+    kl: KLCache                               # the Bernoulli KL's cache
+    weights: object                           # (N,) the examples' weights
+
+
+def bound_forward(logit_p, x0, xt, t, weights, sched):
+    """Training loss ``-mean(K_hat)`` (nats per sequence) from frozen ``t`` and ``x_t``, eq. (14).
+
+    ``K_hat_n = -w_n KL(q(x_{t-1}|x_t,x_0) || p(x_{t-1}|x_t)) + H_q(X_T|X_0) - H_q(X_1|X_0)
+    - H_p(X_T)`` stands for the sum over ``t = 2..T`` by one term, unbiased when ``t_n`` is
+    drawn with probability ``1 / w_n`` (weight ``T - 1`` for ``t ~ U{2..T}``).  Why the sum
+    starts at ``t = 2``, and how eq. (14) differs from the exact bound: module docstring.
 
     Parameters
     ----------
-    lam_p : ndarray of shape (N, D), logits of ``f_b(x_t, t)``.
+    logit_p : float64 ndarray of shape (N, D), the reverse kernel's logits at ``(x_t, t)``.
     x0, xt : binary ndarray of shape (N, D).
     t : int ndarray of shape (N,), values ``2..T``.
     weights : ndarray of shape (N,).
 
     Returns
     -------
-    loss : 0-d array; cache : ``(lam_p, lam_q, weights)``.
+    loss : 0-d array; cache : BoundCache.
     """
-    lam_q = q_posterior_logit(x0, xt, t, sched)                       # (N, D)
-    kl = bernoulli_kl(lam_q, lam_p).sum(1)                            # eq. (14) KLs      (N,)
-    loss = (weights * kl - entropy_terms(x0, sched)).mean()           # -K_hat
-    return loss, (lam_p, lam_q, weights)
+    KL, kl_cache = kl_forward(q_posterior(x0, xt, t, sched), logit_p)   # (N, D)
+    K_hat = -weights * KL.sum(1) + entropy_sum(entropy_terms(x0, sched))   # eq. (14)   (N,)
+    return -K_hat.mean(), BoundCache(kl_cache, weights)
 
 
-def neg_bound_backward(dloss, cache):
-    """Gradient of the loss with respect to the logits ``lam_p`` (N, D)."""
-    lam_p, lam_q, weights = cache
-    dkl = (dloss / lam_p.shape[0]) * weights[:, None]                 # d loss/d KL_n = w_n / N
-    return dkl * (sigmoid(lam_p) - sigmoid(lam_q))                    # d KL/d lam_p = f_b - q_post
+def bound_backward(dloss, cache):
+    """Gradient ``dlogit_p`` (N, D) of the loss."""
+    N = cache.weights.shape[0]
+    dKL = (dloss / N) * cache.weights[:, None]                        # dloss/dKL_nd = w_n / N  (N, 1)
+    _, dlogit_p = kl_backward(dKL, cache.kl)                          # logit_q is fixed data
+    return dlogit_p
 
 
-def bound_by_t(logit_fn, x0, sched, rng, n_eps=1, rows=8192):
+def bound_all_t(p_logit_fn, x0, sched, rng, n_eps=1, rows=8192):
     """Exact-in-``t`` evaluation of eq. (14): all ``t = 2..T``, Monte Carlo over the noise only.
 
     Parameters
     ----------
-    logit_fn : callable ``(xt (M, D), t (M,)) -> lam_p (M, D)``.
-    x0 : binary ndarray of shape (N, D).
-    rng : numpy.random.Generator; ``n_eps`` noise draws per example.
-    rows : int, examples per network call (several ``t`` share a call).
+    p_logit_fn : callable ``(xt (M, D), t (M,)) -> logit_p (M, D)``.
+    x0 : binary ndarray of shape (N, D), ``N >= 1``.
+    rng : numpy.random.Generator; ``n_eps`` noise draws per example and step.
+    rows : int, rows per network call (several ``t`` share a call).
 
     Returns
     -------
-    K : host ndarray (N,), nats per sequence, averaged over the noise draws.
-    K_stderr : float, standard error of ``K.mean()``.
-    kl_by_t : host ndarray (T - 1,), mean KL in nats, index 0 is ``t = 2``.
+    dict of host arrays: ``K`` (N,), eq. (14) per example in nats, averaged over the noise;
+    ``K_exact`` (N,), the exact per-example bound (module docstring); ``kl_by_t`` (T + 1,),
+    the mean KL term of each ``t`` (zero at ``t = 0, 1``); the entropies ``H_q_T``,
+    ``H_q_1``, ``H_p_T`` (N,) of :func:`entropy_terms`.
     """
     xp, N, T = array_module(x0), x0.shape[0], sched["T"]
-    kl = numpy.zeros((T - 1, N))                                       # (T-1, N)
-    per = max(1, rows // N)
+    if N == 0:
+        raise ValueError("x0 has no rows; the bound needs at least one example (shape (N, D), N >= 1)")
+    KL = numpy.zeros((T + 1, N))                                       # row t: step t's term  (T+1, N)
+    per = max(1, rows // N)                                            # steps per network call
     for _ in range(n_eps):
         for s in range(2, T + 1, per):
-            t = xp.repeat(xp.arange(s, min(s + per, T + 1)), N)        # (M,)
+            t = xp.repeat(xp.arange(s, min(s + per, T + 1)), N)        # time-major    (M,)
             x0s = xp.tile(x0, (t.shape[0] // N, 1))                    # (M, D)
             xt = q_sample(x0s, t, xp.asarray(rng.random(x0s.shape)), sched)
-            k = bernoulli_kl(q_posterior_logit(x0s, xt, t, sched), logit_fn(xt, t)).sum(1)
-            kl[s - 2:s - 2 + t.shape[0] // N] += to_host(k).reshape(-1, N)
-    kl /= n_eps
-    K = -kl.sum(0) + to_host(entropy_terms(x0, sched))                  # eq. (14)    (N,)
-    return K, standard_error(K), kl.mean(1)
+            kl, _ = kl_forward(q_posterior(x0s, xt, t, sched), p_logit_fn(xt, t))
+            KL[s:s + t.shape[0] // N] += to_host(kl.sum(1)).reshape(-1, N)
+    KL /= n_eps
+    H = {k: to_host(v) for k, v in entropy_terms(x0, sched).items()}
+    K = -KL.sum(0) + entropy_sum(H)                                    # eq. (14)      (N,)
+    return {"K": K, "K_exact": K + to_host(edge_terms(x0, sched)), "kl_by_t": KL.mean(1), **H}
 
 
-def sample(logit_fn, n, D, sched, rng, xp=numpy, dtype=numpy.float64):
-    """Ancestral samples ``x_0`` (n, D): ``x_T ~ B(pi)``, the learned steps
-    ``t = T..2``, then the fixed last step ``p(x_0|x_1) = T_pi(x_0|x_1; beta_1)``
-    (App. B.2, eq. (44); see :func:`forward_logit`)."""
-    T = sched["T"]
-    x = xp.asarray(rng.random((n, D)) < sched["pi"]).astype(dtype)  # x_T ~ pi
-    for step in range(T, 0, -1):
+def noise_logpmf(x0, sched):
+    """``log pi(x_0)`` per row (N,), nats, under the noise distribution ``B(pi)``: the terms of ``L_null``."""
+    log_pi = sched["log_pi"]
+    return (x0 * float(log_pi[1]) + (1 - x0) * float(log_pi[0])).sum(1)
+
+
+def p_sample_loop(p_logit_fn, n, D, sched, rng, *, xp=numpy, dtype=numpy.float64):
+    """Ancestral samples ``x_0`` (n, D): ``x_T ~ B(pi)``, the learned steps ``t = T..2``,
+    then the fixed last step ``p(x_0|x_1) = T_pi(x_0|x_1; beta_1)`` (App. B.2, eq. (44);
+    see :func:`kernel_logit`).  ``p_logit_fn`` is never called at ``t = 1``."""
+    x = xp.asarray(rng.random((n, D)) < sched["pi"]).astype(dtype)  # x_T ~ pi      (n, D)
+    for step in range(sched["T"], 0, -1):
         t = xp.full(n, step)
-        lam = logit_fn(x, t) if step >= 2 else forward_logit(x, t, sched)   # eq. (44) at t = 1
-        x = (xp.asarray(rng.random((n, D))) < sigmoid(lam)).astype(dtype)
+        logit = p_logit_fn(x, t) if step >= 2 else kernel_logit(x, t, sched)   # eq. (44) at t = 1
+        x = (xp.asarray(rng.random((n, D))) < sigmoid(logit)).astype(dtype)
     return x
