@@ -104,13 +104,14 @@ def write_outputs(args, trainer, res, samples, seconds, history):
         plots.training_curve(h[:, 0], h[:, 1], h[:, 2], os.path.join(args.out, "training.png"),
                              target=PAPER["K_bits"], minibatch=(loss[:, 0], -loss[:, 1] / math.log(2)))
     metrics = {k: res[k] for k in ("K_bits", "K_bits_stderr", "K_minus_L_null_bits",
-                                   "K_minus_L_null_bits_stderr", "L_null_bits", "entropy_bits")}
+                                   "K_minus_L_null_bits_stderr", "L_null_bits", "K_exact_bits", "H_q_T_bits",
+                                   "H_q_1_bits", "H_p_T_bits")}
     metrics.update({"exact_heartbeat_fraction": exact, "n_samples": len(samples),
                     "true_log_likelihood_bits": TRUE_LOG_LIKELIHOOD_BITS,
                     "steps": trainer.step, "seconds": seconds, "seed": seed,
                     "held_out_sequences": args.eval_size, "paper": PAPER, "model": model.config(),
                     "train": asdict(trainer.cfg), "backend": trainer.xp.__name__,
-                    "kl_bits_by_t": {t + 2: v for t, v in enumerate(res["kl_bits_by_t"])}})
+                    "kl_bits_by_t": {t: float(v) for t, v in enumerate(res["kl_bits_by_t"]) if t >= 2}})
     save_json(os.path.join(args.out, "metrics.json"), metrics)
     return exact
 
@@ -125,7 +126,7 @@ def main(argv=None):
         sys.exit(f"error: {err}")
     model, seed = trainer.model, trainer.cfg.seed
     x_val = xp.asarray(heartbeat(args.eval_size, numpy.random.default_rng(seed + HELD_OUT_SEED_OFFSET)))
-    print(f"training the heartbeat model: {trainer.params.flat.size} parameters, {model.net_cfg.basis} "
+    print(f"training the heartbeat model: {trainer.params.flat.size} parameters, {model.net.cfg.basis} "
           f"readout over T = {model.T} steps, batch {trainer.cfg.batch_size}, {trainer.cfg.steps} steps, "
           f"{trainer.cfg.dtype} on {xp.__name__}", flush=True)
     progress = Progress(model, x_val[:500], args, history, trainer.step, unit="bits/seq")

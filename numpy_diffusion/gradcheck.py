@@ -1,4 +1,4 @@
-"""Finite-difference gradient checks (SPEC §6).
+"""Finite-difference gradient checks: central differences in float64, relative error with a round-off floor.
 
 Use these on your own layers:
 

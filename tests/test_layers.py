@@ -1,4 +1,4 @@
-"""Every layer's backward against central differences (SPEC §6), driven by one table.
+"""Every layer's backward against central differences, driven by one table.
 
 Tolerance: a correct float64 gradient checked with h = 1e-6 gives a relative
 error near 1e-8 (truncation O(h^2), round-off O(1e-16 / h)); a wrong one gives

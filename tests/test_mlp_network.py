@@ -25,7 +25,7 @@ def test_mlp_backward(activation, sizes, n, seed, activate_last):
     for v in params.values():                    # non-zero biases exercise db
         v += 0.1 * rng.standard_normal(v.shape)
     x = rng.uniform(-2, 2, (n, sizes[0]))
-    if activation == "leaky_relu":               # stay off the kink at 0 (SPEC §6)
+    if activation == "leaky_relu":               # stay off the kink at 0, where no derivative exists
         assume(_min_abs_preactivation(params, x, activate_last) > 1e-3)
     dout = rng.standard_normal((n, sizes[-1]))
     out, cache = mlp_forward(x, params, activation=activation, activate_last=activate_last)

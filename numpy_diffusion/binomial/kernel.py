@@ -47,17 +47,6 @@ def check_binary(name, x, D=None):
     return x
 
 
-def check_steps(t, N, T):
-    """``t`` must be an int array (N,) of learned steps ``2..T``.  Returns it."""
-    check_array("t", t, shape=(N,))
-    if t.dtype.kind not in "iu":
-        raise ValueError(f"t must hold integer steps in 2..{T} (the learned steps), got dtype {t.dtype}")
-    if bool(((t < 2) | (t > T)).any()):
-        raise ValueError(f"t must hold integer steps in 2..{T} (the learned steps), "
-                         f"got values in [{int(t.min())}, {int(t.max())}]")
-    return t
-
-
 def check_uniform(u, shape):
     """``u`` must be an array of ``shape`` with every entry in [0, 1).  Returns it."""
     check_array("u", u, shape=shape, finite=False)
