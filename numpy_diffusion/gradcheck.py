@@ -10,8 +10,8 @@ Use these on your own layers:
 >>> bool(err < 1e-7)
 True
 
-Everything runs in float64: with a step ``h ~ 1e-6`` central differences have
-truncation error ``O(h^2)`` and round-off ``O(eps / h) ~ 1e-10`` relative, so a
+Everything runs in float64: with a step ``delta ~ 1e-6`` central differences have
+truncation error ``O(delta^2)`` and round-off ``O(eps / delta) ~ 1e-10`` relative, so a
 correct gradient gives a relative error around ``1e-8`` or below and a wrong
 one gives ``O(1)``.
 """
@@ -24,7 +24,7 @@ def rel_error(analytic, numeric, tiny=TINY, floor=1e-4):
     """Largest elementwise ``|a - n| / max(|a| + |n|, tiny)``.
 
     Central differences carry an absolute round-off of about
-    ``eps |f| / h ~ 1e-10 |f|``, the same for every entry, so an entry far
+    ``eps |f| / delta ~ 1e-10 |f|``, the same for every entry, so an entry far
     smaller than the largest reads as a relative error near 1 even when its
     gradient is right.  The denominator is therefore at least ``floor`` times
     the largest ``|a| + |n|``: entries below ``1e-4`` of the largest are
@@ -41,11 +41,11 @@ def rel_error(analytic, numeric, tiny=TINY, floor=1e-4):
     return float((numpy.abs(a - n) / denom).max())
 
 
-def numerical_gradient(f, x, h=1e-6):
+def numerical_gradient(f, x, delta=1e-6):
     """Central-difference gradient of the scalar function ``f`` at ``x``.
 
     ``x`` (a float64 array) is perturbed in place one entry at a time and
-    restored; ``f`` must read it each call.  The step is ``h * max(1, |x_i|)``.
+    restored; ``f`` must read it each call.  The step is ``delta * max(1, |x_i|)``.
     Returns an array shaped like ``x``.
     """
     if x.dtype != numpy.float64:
@@ -54,7 +54,7 @@ def numerical_gradient(f, x, h=1e-6):
     flat, gflat = x.reshape(-1), grad.reshape(-1)
     for i in range(flat.size):
         old = flat[i]
-        step = h * max(1.0, abs(old))
+        step = delta * max(1.0, abs(old))
         flat[i] = old + step
         f_plus = float(f(x))
         flat[i] = old - step
@@ -64,36 +64,36 @@ def numerical_gradient(f, x, h=1e-6):
     return grad
 
 
-def numerical_jvp(f, x, dout, h=1e-6):
+def numerical_jvp(f, x, dout, delta=1e-6):
     """Gradient of ``sum(f(x) * dout)``: checks a vector-valued ``f`` with upstream ``dout``."""
-    return numerical_gradient(lambda z: (numpy.asarray(f(z)) * dout).sum(), x, h)
+    return numerical_gradient(lambda z: (numpy.asarray(f(z)) * dout).sum(), x, delta)
 
 
-def roundoff_floor(f_value, h=1e-6, tol=1e-5):
+def roundoff_floor(f_value, delta=1e-6, tol=1e-5):
     """Smallest gradient entry that central differences resolve to ``tol``.
 
     The difference quotient carries an absolute round-off of about
-    ``eps |f| / h``; entries smaller than ``10 eps |f| / (h tol)`` are
+    ``eps |f| / delta``; entries smaller than ``10 eps |f| / (delta tol)`` are
     compared in absolute terms (this is the ``tiny`` of :func:`rel_error`).
     """
-    return max(TINY, 10 * numpy.finfo(numpy.float64).eps * abs(float(f_value)) / (h * tol))
+    return max(TINY, 10 * numpy.finfo(numpy.float64).eps * abs(float(f_value)) / (delta * tol))
 
 
-def check_gradient(f, x, analytic, h=1e-6, tol=1e-5):
+def check_gradient(f, x, analytic, delta=1e-6, tol=1e-5):
     """Relative error between ``analytic`` and the central-difference gradient of ``f`` at ``x``.
 
     ``f`` is a scalar function reading ``x``; the comparison uses
     :func:`rel_error` with ``tiny`` set by :func:`roundoff_floor`, so a
     correct gradient returns well below ``tol`` and a wrong one ``O(1)``.
     """
-    return rel_error(analytic, numerical_gradient(f, x, h), tiny=roundoff_floor(f(x), h, tol))
+    return rel_error(analytic, numerical_gradient(f, x, delta), tiny=roundoff_floor(f(x), delta, tol))
 
 
-def directional_check(loss, theta, grad, rng, h=1e-6):
+def directional_check(loss, theta, grad, rng, delta=1e-6):
     """Whole-model check along one random direction: two loss evaluations.
 
     For a unit direction ``d``, compares ``grad . d`` with
-    ``(loss(theta + h d) - loss(theta - h d)) / (2 h)``.  Works for any number
+    ``(loss(theta + delta d) - loss(theta - delta d)) / (2 delta)``.  Works for any number
     of parameters, which makes it the check for a whole model.
 
     Parameters
@@ -109,5 +109,5 @@ def directional_check(loss, theta, grad, rng, h=1e-6):
     """
     d = rng.standard_normal(theta.shape)
     d /= numpy.linalg.norm(d)
-    numeric = (float(loss(theta + h * d)) - float(loss(theta - h * d))) / (2 * h)
+    numeric = (float(loss(theta + delta * d)) - float(loss(theta - delta * d))) / (2 * delta)
     return rel_error(numpy.dot(grad, d), numeric)

@@ -50,7 +50,7 @@ def test_end_to_end_gradient_matches_finite_differences(seed, net, param, learn,
         # differences at h = 1e-4 have ~1e-10 absolute noise and ~h^2 truncation; entries
         # 1e-3 of the largest then read up to ~2e-5 (measured over 90 seeds); a wrong
         # gradient reads O(1).
-        err = check_gradient(lambda _: model.loss_and_grads(p, x0, t, eps, w)[0], p[name], grads[name], h=1e-4)
+        err = check_gradient(lambda _: model.loss_and_grads(p, x0, t, eps, w)[0], p[name], grads[name], delta=1e-4)
         assert err < 1e-4, name
 
 
@@ -67,7 +67,7 @@ def test_directional_check_on_a_param_vector_with_the_paper_readout():
     def loss(theta):
         return model.loss_and_grads(ParamVector(pv.layout, theta), x0, *batch)[0]
 
-    assert directional_check(loss, pv.flat.copy(), g, rng, h=1e-5) < 1e-6  # one smooth directional derivative
+    assert directional_check(loss, pv.flat.copy(), g, rng, delta=1e-5) < 1e-6  # one smooth directional derivative
 
 
 def test_float32_network_matches_float64_bound():
@@ -226,5 +226,5 @@ def test_default_path_gradients_with_fixed_fourier_frequencies(learn):
     for name in p:
         if name != "trunk.fourier_B":                                # same tolerance as above
             err = check_gradient(lambda _: model.loss_and_grads(p, x0, t, eps, w)[0], p[name], grads[name],
-                                 h=1e-4)
+                                 delta=1e-4)
             assert err < 1e-4, name

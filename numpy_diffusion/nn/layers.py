@@ -223,8 +223,8 @@ def rbf_backward(dout, cache):
     """Gradients ``(dx, dcentres, dlog_width)`` of the normalized bumps."""
     x, centres, inv_var, logits, out = cache
     dlogits = out * (dout - (dout * out).sum(1, keepdims=True))       # softmax Jacobian     (N, H)
-    a = dlogits * inv_var                                             # dl/dx = -(x - c)/s^2 (N, H)
-    dx = a @ centres - x * a.sum(1, keepdims=True)                    # (N, D)
-    dcentres = a.T @ x - centres * a.sum(0)[:, None]                  # dl/dc = (x - c)/s^2  (H, D)
+    dl_scaled = dlogits * inv_var                                     # dlogits / s_j^2       (N, H)
+    dx = dl_scaled @ centres - x * dl_scaled.sum(1, keepdims=True)    # dl/dx = -(x - c)/s^2  (N, D)
+    dcentres = dl_scaled.T @ x - centres * dl_scaled.sum(0)[:, None]  # dl/dc = (x - c)/s^2   (H, D)
     dlog_width = (dlogits * (-2 * logits)).sum(0)                     # dl/dlog s = -2 l     (H,)
     return dx, dcentres, dlog_width

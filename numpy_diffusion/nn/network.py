@@ -61,7 +61,7 @@ class NetConfig:
         check_positive_int("T", self.T, 2)
         check_choice("net", self.net, ("mlp", "rbf"))
         check_choice("basis", self.basis, ("bump", "identity"))
-        self.hidden = tuple(check_positive_int("hidden width", h) for h in self.hidden)
+        self.hidden = tuple(check_positive_int("hidden width", width) for width in self.hidden)
         if not self.hidden:
             raise ValueError("hidden must name at least one layer width")
         if self.net == "rbf" and len(self.hidden) != 1:

@@ -125,7 +125,7 @@ class Adam:
         self.m[...] = xp.asarray(state["m"])
         self.v[...] = xp.asarray(state["v"])
         self.step_count = int(state["step_count"])
-        self.lr, self.beta1, self.beta2, self.eps = (float(h) for h in state["hyper"])
+        self.lr, self.beta1, self.beta2, self.eps = (float(value) for value in state["hyper"])
 
 
 def cosine_lr(step, total_steps, lr, final_fraction=0.0, warmup=0):
