@@ -4,13 +4,16 @@ The toy model fits the mean of its data by least squares, so a run must
 converge, a NaN in the data must stop it, and a resumed run must match an
 uninterrupted one bit for bit.
 """
+import fcntl
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from numpy_diffusion.run.checkpoint import CheckpointError, config_path, load_checkpoint
-from numpy_diffusion.run.training import TrainConfig, Trainer, TrainingDiverged
+from numpy_diffusion.run.checkpoint import (TMP_PREFIX, CheckpointError, atomic_write, config_path,
+                                            load_checkpoint, remove_stale_temporaries)
+from numpy_diffusion.run.training import EXPLOSION_STEPS, TrainConfig, Trainer, TrainingDiverged
 
 
 class MeanModel:
@@ -82,7 +85,7 @@ def test_divergence_names_the_step_and_keeps_the_checkpoint(tmp_path):
     assert np.isfinite(trainer.params.flat).all()          # the bad step was not applied
     assert path.read_bytes() == before                     # nothing saved was lost
     trainer.params.flat[0] = np.nan
-    with pytest.raises(TrainingDiverged, match="refusing to save non-finite"):
+    with pytest.raises(TrainingDiverged, match="step 12: the parameters are not finite"):
         trainer.save(path)
     assert path.read_bytes() == before
 
@@ -107,7 +110,7 @@ def test_checkpoint_keeps_its_config_through_a_crash_between_writes(tmp_path):
     trainer.run(until=1)
     good = tmp_path / "good.npz"
     trainer.save(good)
-    old_json = open(config_path(good)).read()
+    old_json = Path(config_path(good)).read_text()
     trainer.run()
     trainer.save(good)
     with open(config_path(good), "w") as f:            # as if the second .json write never happened
@@ -173,3 +176,121 @@ def test_gaussian_model_resume_is_exact(tmp_path):
     assert np.array_equal(resumed.params.flat, straight.params.flat)          # bit for bit
     assert np.array_equal(resumed.ema.flat, straight.ema.flat)
     assert resumed.losses == straight.losses
+
+
+class RisingModel(MeanModel):
+    """loss = -sum(m): finite for any finite m, so Adam walks m up by about lr a step."""
+
+    def loss_and_grads(self, params, x0, noise, workspace=None):
+        return -float(params["m"].sum()), {"m": -np.ones_like(params["m"])}
+
+
+def test_non_finite_parameters_after_a_step_stop_the_run():
+    cfg = TrainConfig(steps=20, batch_size=4, lr=1e38, seed=0, dtype="float32", warmup=0,
+                      lr_schedule="constant")
+    trainer = Trainer(RisingModel(), data, cfg)
+    with pytest.raises(TrainingDiverged, match="at step 1: the parameters are not finite after the Adam"):
+        trainer.run()                                        # 1e38 / (1 - 0.9) overflows float32
+    assert trainer.step == 0 and trainer.losses == []
+
+
+def test_a_loss_far_beyond_its_best_stops_the_run_at_the_step_it_left(tmp_path):
+    """MeanModel at lr 1e6 jumps to losses ~1e12 after its first step and never comes back."""
+    cfg = TrainConfig(steps=50, batch_size=8, lr=1e6, seed=0, dtype="float64", warmup=0)
+    trainer = Trainer(MeanModel(), data, cfg)
+    with pytest.raises(TrainingDiverged, match="at step 2: the minibatch loss went far beyond its best") as err:
+        trainer.run()
+    assert err.value.step == 2
+    assert trainer.step == EXPLOSION_STEPS                   # the step that proved it was not applied
+
+
+def test_healthy_spikes_do_not_stop_a_run():
+    """One batch in ten carries an outlier a thousand times the data's scale: heavy-tailed,
+    independent minibatch losses, as a healthy run has them."""
+    def spiky(n, rng):
+        x = data(n, rng)
+        if rng.random() < 0.1:
+            x[0] *= 1e3
+        return x
+    cfg = TrainConfig(steps=300, batch_size=4, lr=0.01, seed=0, dtype="float64")
+    trainer = Trainer(MeanModel(), spiky, cfg)
+    trainer.run()
+    losses = np.array([l for _, l in trainer.losses])
+    assert losses.max() > 100 * abs(losses[0]) + 100 * abs(losses.min())   # spikes far beyond the best
+
+
+def test_held_out_loss_far_beyond_the_best_is_divergence():
+    cfg = TrainConfig(steps=30, batch_size=8, lr=0.05, seed=0, dtype="float64", warmup=0)
+    trainer = Trainer(MeanModel(), data, cfg)
+    trainer.run()
+    trainer.check_loss(trainer.losses[-1][1])                # a healthy value passes
+    with pytest.raises(TrainingDiverged, match="at step 30: the held-out loss went far beyond"):
+        trainer.check_loss(1e9)
+    with pytest.raises(TrainingDiverged, match="at step 30: the held-out loss is not finite"):
+        trainer.check_loss(float("nan"))
+
+
+def test_seconds_count_the_whole_run_over_resumes(tmp_path):
+    cfg = TrainConfig(steps=6, batch_size=4, seed=0, dtype="float64")
+    trainer = Trainer(MeanModel(), data, cfg)
+    trainer.run(until=3)
+    trainer.seconds += 100.0                                 # as if the first part took 100 s
+    trainer.save(tmp_path / "ck.npz")
+    resumed, _ = Trainer.resume(tmp_path / "ck.npz", MeanModel.from_config, data)
+    assert resumed.seconds == trainer.seconds
+    resumed.run()
+    assert resumed.seconds > trainer.seconds
+
+
+def test_resume_refuses_another_model_and_fewer_steps(tmp_path):
+    cfg = TrainConfig(steps=6, batch_size=4, seed=0, dtype="float64")
+    trainer = Trainer(MeanModel(), data, cfg)
+    trainer.run()
+    trainer.save(tmp_path / "ck.npz")
+    with pytest.raises(CheckpointError, match="holds a MeanModel model, not the BinomialDiffusion model"):
+        Trainer.resume(tmp_path / "ck.npz", MeanModel.from_config, data, model_class="BinomialDiffusion")
+    with pytest.raises(ValueError, match=r"steps \(4\) lies below the checkpoint's step \(6\)"):
+        Trainer.resume(tmp_path / "ck.npz", MeanModel.from_config, data, steps=4)
+    resumed, _ = Trainer.resume(tmp_path / "ck.npz", MeanModel.from_config, data, model_class=MeanModel)
+    assert resumed.step == 6
+
+
+def test_stale_temporaries_of_dead_writers_are_removed_and_nothing_else(tmp_path):
+    atomic_write(tmp_path / "a.npz", lambda f: f.write(b"a"))
+    stale = tmp_path / f"{TMP_PREFIX}12345-abcdefgh-checkpoint.npz"  # a writer killed mid-write
+    live = tmp_path / f"{TMP_PREFIX}12346-abcd_fgh-checkpoint.json"
+    others = [tmp_path / n for n in (".tmp-abcdefghcheckpoint.npz", f"{TMP_PREFIX}x-abcdefgh-a", "b.npz")]
+    for p in [stale, live, *others]:
+        p.write_bytes(b"x")
+    (tmp_path / f"{TMP_PREFIX}1-abcdefgh-link").symlink_to(tmp_path / "b.npz")
+    with open(live, "rb") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)                        # its writer still writes
+        assert remove_stale_temporaries(tmp_path) == [stale.name]
+    assert remove_stale_temporaries(tmp_path) == [live.name]
+    assert sorted(os.listdir(tmp_path)) == sorted(["a.npz", f"{TMP_PREFIX}1-abcdefgh-link"]
+                                                  + [p.name for p in others])
+    assert remove_stale_temporaries(tmp_path / "missing") == []
+
+
+def test_learned_schedule_leaving_the_unit_interval_is_divergence(tmp_path):
+    """The default swiss-roll schedule form: one huge coefficient makes every other decrement
+    of log SNR underflow to 0, so beta_t = 0; the trainer reports divergence, not a ValueError."""
+    from numpy_diffusion.datasets import swiss_roll
+    from numpy_diffusion.gaussian.model import GaussianDiffusion, ModelConfig
+    from numpy_diffusion.gaussian.schedule import ScheduleConfig
+    from numpy_diffusion.nn.network import NetConfig
+    cfg_model = ModelConfig(net=NetConfig(T=8, hidden=(8,), n_bumps=3),
+                            schedule=ScheduleConfig(T=8, beta_1=1e-7, baseline="logsnr", learn=True,
+                                                    learned_form="decrements"))
+    trainer = Trainer(GaussianDiffusion(cfg_model), lambda n, rng: swiss_roll(n, rng),
+                      TrainConfig(steps=10, batch_size=16, seed=0, dtype="float64"))
+    trainer.run(until=3)
+    path = tmp_path / "checkpoint.npz"
+    trainer.save(path)
+    before = path.read_bytes()
+    trainer.params["schedule.w"][0] = 1e4
+    with pytest.raises(TrainingDiverged, match="at step 3: with these parameters the learned schedule leaves"):
+        trainer.save(path)
+    with pytest.raises(TrainingDiverged, match="at step 4: the learned schedule left"):
+        trainer.run()
+    assert trainer.step == 3 and path.read_bytes() == before
