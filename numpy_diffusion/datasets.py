@@ -33,7 +33,7 @@ def swiss_roll_moments():
 SWISS_ROLL_MEAN, SWISS_ROLL_STD = swiss_roll_moments()
 
 
-def swiss_roll(n, rng, noise=0.0, standardize=True):
+def swiss_roll(n, rng, *, noise=0.0, standardize=True):
     """Points on the 2-D swiss roll (§3.1.1, App. D.1.1).
 
     Parameters
@@ -61,7 +61,7 @@ def swiss_roll(n, rng, noise=0.0, standardize=True):
     return (x0 - SWISS_ROLL_MEAN) / SWISS_ROLL_STD if standardize else x0
 
 
-def swiss_roll_angle_to_point(u, standardize=True):
+def swiss_roll_angle_to_point(u, *, standardize=True):
     """Map roll angles ``u`` (shape (M,)) to points (M, 2), for drawing the roll itself."""
     x = numpy.stack([u * numpy.cos(u), u * numpy.sin(u)], axis=1)
     return (x - SWISS_ROLL_MEAN) / SWISS_ROLL_STD if standardize else x

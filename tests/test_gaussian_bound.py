@@ -148,7 +148,7 @@ def test_bound_exact_on_gaussian_data_matches_L_null_within_monte_carlo_error():
     tab = tables_of(ScheduleConfig(T=T, beta_1=1e-5))
     rng = np.random.default_rng(7)
     x0 = rng.standard_normal((N, D))
-    res = bound_all_t(lambda xt, t: np.zeros((xt.shape[0], 2 * D)), x0, tab, "reference", rng, n_eps=2)
+    res = bound_all_t(lambda xt, t: np.zeros((xt.shape[0], 2 * D)), x0, tab, rng, param="reference", n_eps=2)
     gain = res["K"] - standard_normal_logpdf(x0)
     stderr = gain.std(ddof=1) / math.sqrt(N)
     assert abs(gain.mean()) < 5 * stderr                             # 5 standard errors: false alarm ~1e-6
@@ -161,7 +161,7 @@ def test_bound_exact_sums_every_t_with_its_own_eps():
     tab, rng = tables_of(ScheduleConfig(T=T)), np.random.default_rng(3)
     x0, z_const = rng.standard_normal((N, D)), rng.normal(size=2 * D)
     predict = lambda xt, t: np.tile(z_const, (xt.shape[0], 1))       # noqa: E731
-    res = bound_all_t(predict, x0, tab, "bounded", np.random.default_rng(11))
+    res = bound_all_t(predict, x0, tab, np.random.default_rng(11), param="bounded")
     eps = np.random.default_rng(11).standard_normal(((T - 1) * N, D))
     t, x0r = np.repeat(np.arange(2, T + 1), N), np.tile(x0, (T - 1, 1))
     xt = q_sample(x0r, t, eps, tab)
@@ -184,8 +184,8 @@ def test_exact_per_example_bound_is_the_monte_carlo_elbo():
     T, D, M = 10, 2, 20000
     tab = tables_of(ScheduleConfig(T=T, beta_1=1e-3, baseline="logsnr", log_snr_T=-2.0))
     x0 = np.tile([[3.0, 0.0]], (M, 1))                               # M independent eps draws
-    res = bound_all_t(lambda xt, t: np.zeros((xt.shape[0], 2 * D)), x0, tab, "reference",
-                      np.random.default_rng(1))
+    res = bound_all_t(lambda xt, t: np.zeros((xt.shape[0], 2 * D)), x0, tab,
+                      np.random.default_rng(1), param="reference")
     K_exact, K_se = res["K_exact"].mean(), res["K_exact"].std(ddof=1) / math.sqrt(M)
     rng = np.random.default_rng(2)
     x, log_w = x0.copy(), np.zeros(M)

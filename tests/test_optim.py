@@ -24,7 +24,7 @@ def adam_by_hand(theta, grads, lr, b1, b2, eps):
 def test_three_steps_match_algorithm_1(seed):
     rng = rng_from(seed)
     theta0, grads = rng.normal(size=5), rng.normal(size=(3, 5))
-    opt = Adam(5, lr=0.01, beta1=0.8, beta2=0.95, eps=1e-3)
+    opt = Adam(5, lr=0.01, b1=0.8, b2=0.95, epsilon=1e-3)
     theta = theta0.copy()
     for g in grads:
         opt.step(theta, g)
@@ -38,7 +38,7 @@ def test_update_invariant_to_gradient_scale(seed, scale):
     rng = rng_from(seed)
     theta0, grads = rng.normal(size=4), rng.normal(size=(4, 4))
     a, b = theta0.copy(), theta0.copy()
-    opt_a, opt_b = Adam(4, eps=0.0), Adam(4, eps=0.0)
+    opt_a, opt_b = Adam(4, epsilon=0.0), Adam(4, epsilon=0.0)
     for g in grads:
         opt_a.step(a, g)
         opt_b.step(b, scale * g)
@@ -61,7 +61,7 @@ def test_save_restore_gives_identical_next_step():
     for _ in range(5):
         opt.step(theta, rng.normal(size=7))
     state, g = opt.state_dict(), rng.normal(size=7)
-    restored = Adam(7, lr=1.0, beta1=0.5)                      # wrong hyper-parameters on purpose
+    restored = Adam(7, lr=1.0, b1=0.5)                      # wrong hyper-parameters on purpose
     restored.load_state_dict(state)
     a, b = theta.copy(), theta.copy()
     opt.step(a, g)
@@ -83,8 +83,8 @@ def test_param_vector_views_share_storage():
 
 
 def test_bad_input_is_a_clear_error():
-    with pytest.raises(ValueError, match="betas must lie in"):
-        Adam(3, beta1=1.0)
+    with pytest.raises(ValueError, match="b1 and b2 must lie in"):
+        Adam(3, b1=1.0)
     with pytest.raises(ValueError, match="lr > 0"):
         Adam(3, lr=0)
     with pytest.raises(ValueError, match="optimizer state has 3 entries, this model has 4"):

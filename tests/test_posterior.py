@@ -246,5 +246,5 @@ def test_library_closed_form_agrees_with_this_derivation():
     tables, beta = MODEL.tables(PARAMS), beta_of(MODEL)
     for choice in CHOICES:
         for smooth in ((False, True) if choice != "diffused" else (False,)):
-            np.testing.assert_allclose(forward_kernel_chain_moments(tables, Y, math.sqrt(S2), choice, smooth),
+            np.testing.assert_allclose(forward_kernel_chain_moments(tables, Y, math.sqrt(S2), choice, smooth=smooth),
                                        chain_closed_form(beta, choice, smooth=smooth), rtol=1e-12)

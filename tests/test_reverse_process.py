@@ -92,11 +92,11 @@ def test_sampling_shapes_and_determinism():
     T, D, n = 6, 2, 50
     tab = make_tables(schedule_forward(ScheduleConfig(T=T))[0])
     net = lambda xt, t: np.c_[np.tanh(xt), 0.1 * xt]                 # noqa: E731  any fixed network
-    a = p_sample_loop(net, n, D, tab, "bounded", np.random.default_rng(4))
-    b, traj = p_sample_loop(net, n, D, tab, "bounded", np.random.default_rng(4), trajectory=True)
+    a = p_sample_loop(net, n, D, tab, np.random.default_rng(4), param="bounded")
+    b, traj = p_sample_loop(net, n, D, tab, np.random.default_rng(4), param="bounded", trajectory=True)
     assert a.shape == (n, D) and traj.shape == (T + 1, n, D) and a.dtype == np.float64
     assert np.array_equal(a, b) and np.array_equal(traj[0], b)       # same seed, same draws
-    c = p_sample_loop(net, n, D, tab, "bounded", np.random.default_rng(5))
+    c = p_sample_loop(net, n, D, tab, np.random.default_rng(5), param="bounded")
     assert not np.array_equal(a, c)
 
 
@@ -104,7 +104,7 @@ def test_sampling_applies_the_fixed_last_step():
     """x_0 = sqrt(alpha_1) x_1 + sqrt(beta_1) eps, eps the last draw (App. B.2, eq. 44)."""
     T, D, n = 5, 3, 20
     tab = make_tables(schedule_forward(ScheduleConfig(T=T, beta_1=1e-3))[0])
-    x0, traj = p_sample_loop(zero_net(D), n, D, tab, "paper", np.random.default_rng(9), trajectory=True)
+    x0, traj = p_sample_loop(zero_net(D), n, D, tab, np.random.default_rng(9), param="paper", trajectory=True)
     rng = np.random.default_rng(9)
     draws = [rng.standard_normal((n, D)) for _ in range(T + 1)]       # x_T, steps T..2, last step
     assert np.array_equal(traj[T], draws[0])
@@ -116,6 +116,6 @@ def test_forward_kernel_as_reverse_kernel_keeps_samples_standard_normal():
     """With z = 0 ('reference'), each step maps N(0, I) to N(0, alpha_t + beta_t) = N(0, I)."""
     T, D, n = 10, 2, 20000
     tab = make_tables(schedule_forward(ScheduleConfig(T=T))[0])
-    x = p_sample_loop(zero_net(D), n, D, tab, "reference", np.random.default_rng(2))
+    x = p_sample_loop(zero_net(D), n, D, tab, np.random.default_rng(2), param="reference")
     # n = 20000: stderr of the mean 0.007 and of the variance 0.01; 5 standard errors
     assert np.all(np.abs(x.mean(0)) < 0.035) and np.all(np.abs(x.var(0) - 1) < 0.05)

@@ -186,11 +186,11 @@ class RisingModel(MeanModel):
 
 
 def test_non_finite_parameters_after_a_step_stop_the_run():
-    cfg = TrainConfig(steps=20, batch_size=4, lr=1e38, seed=0, dtype="float32", warmup=0,
+    cfg = TrainConfig(steps=20, batch_size=4, lr=1e39, seed=0, dtype="float32", warmup=0,
                       lr_schedule="constant")
     trainer = Trainer(RisingModel(), data, cfg)
     with pytest.raises(TrainingDiverged, match="at step 1: the parameters are not finite after the Adam"):
-        trainer.run()                                        # 1e38 / (1 - 0.9) overflows float32
+        trainer.run()                                        # an update of 1e39 overflows float32
     assert trainer.step == 0 and trainer.losses == []
 
 

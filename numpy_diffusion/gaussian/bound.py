@@ -171,7 +171,7 @@ def bound_backward(dloss, cache):
     return dz.astype(cache.z_dtype, copy=False), dxt_q + dxt_p, dtables
 
 
-def bound_all_t(predict, x0, tables, param, rng, n_eps=1, chunk=8192):
+def bound_all_t(predict, x0, tables, rng, *, param, n_eps=1, chunk=8192):
     """Evaluate eq. (14) on held-out data: every ``t = 2..T`` summed, Monte Carlo over ``eps``.
 
     Parameters
@@ -179,8 +179,8 @@ def bound_all_t(predict, x0, tables, param, rng, n_eps=1, chunk=8192):
     predict : callable ``(xt (M, D) float64, t (M,) int) -> z (M, 2 D)``
     x0 : float64 ndarray of shape (N, D)
     tables : dict from :func:`numpy_diffusion.gaussian.tables.tables_forward`
-    param : str
     rng : numpy.random.Generator; one ``standard_normal`` draw per chunk and ``eps`` round.
+    param : ``'paper'``, ``'reference'`` or ``'bounded'`` (:mod:`reverse`)
     n_eps : int, number of noise draws per example and time step.
     chunk : int, rows per network call (examples x time steps); bounds the memory.
 

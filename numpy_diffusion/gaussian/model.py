@@ -16,6 +16,7 @@ learned schedule, ``q_sample_backward``, ``tables_backward`` and
 grads keyed like params.  The bound runs in float64 whatever the network's dtype.
 """
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy
 
@@ -62,6 +63,12 @@ class ModelConfig:
         return cls(net=dict(d["net"]), schedule=dict(d["schedule"]), param=d["param"])
 
 
+class Schedule(NamedTuple):
+    tables: dict                              # name -> (T + 1,) array on the backend
+    tables_cache: object                      # TablesCache, for tables_backward
+    schedule_cache: object                    # DecrementsCache, BumpsCache, or None (fixed schedule)
+
+
 class GaussianDiffusion:
     """The model: its configuration, network and fixed tables; it holds no parameters.
 
@@ -97,19 +104,20 @@ class GaussianDiffusion:
         return array_module(W), W.dtype
 
     def schedule(self, params):
-        """``(tables, tables_cache, schedule_cache)`` for these parameters (a fixed schedule's once)."""
+        """The :class:`Schedule` at these parameters: ``beta`` from :mod:`schedule`, then its
+        tables (a fixed schedule's are built once per backend)."""
         xp, _ = self._backend(params)
         if self.cfg.schedule.learn:
-            beta, s_cache = schedule_forward(self.cfg.schedule, params["schedule.w"])
-            return (*tables_forward(beta, xp), s_cache)
+            beta, schedule_cache = schedule_forward(self.cfg.schedule, params["schedule.w"])
+            return Schedule(*tables_forward(beta, xp=xp), schedule_cache)
         if xp.__name__ not in self._fixed:
-            beta, s_cache = schedule_forward(self.cfg.schedule)
-            self._fixed[xp.__name__] = (*tables_forward(beta, xp), s_cache)
+            beta, schedule_cache = schedule_forward(self.cfg.schedule)
+            self._fixed[xp.__name__] = Schedule(*tables_forward(beta, xp=xp), schedule_cache)
         return self._fixed[xp.__name__]
 
     def tables(self, params):
         """The schedule's tables (:func:`~numpy_diffusion.gaussian.tables.tables_forward`) at these parameters."""
-        return self.schedule(params)[0]
+        return self.schedule(params).tables
 
     def predict(self, params):
         """The network as ``(xt float64 (N, D), t (N,)) -> z (N, 2 D)``."""
@@ -146,7 +154,7 @@ class GaussianDiffusion:
         x0, t, eps, weights = self._check_batch(params, x0, t, eps, weights)
         xp, dtype = self._backend(params)
         learn = self.cfg.schedule.learn
-        tables, t_cache, s_cache = self.schedule(params)                      # §2.4.1
+        tables, tables_cache, schedule_cache = self.schedule(params)          # §2.4.1
         xt, q_cache = q_sample_forward(x0, t, eps, tables)                    # frozen eps
         z, net_cache = self.net.forward(xt.astype(dtype, copy=False), t, params)
         loss, b_cache = bound_forward(z, x0, xt, t, weights, tables, param=self.cfg.param)
@@ -154,8 +162,8 @@ class GaussianDiffusion:
         dxt_net, grads = self.net.backward(dz, net_cache, need_dxt=learn)
         if learn:                                                             # beta through x_t too
             dtables = add_grads(dtables, q_sample_backward(dxt + dxt_net, q_cache))
-            dbeta = tables_backward(dtables, t_cache)
-            grads["schedule.w"] = xp.asarray(schedule_backward(dbeta, s_cache), dtype=dtype)
+            dbeta = tables_backward(dtables, tables_cache)
+            grads["schedule.w"] = xp.asarray(schedule_backward(dbeta, schedule_cache), dtype=dtype)
         return float(loss), grads
 
     def draw(self, rng, N):
@@ -193,7 +201,8 @@ class GaussianDiffusion:
         xp, _ = self._backend(params)
         n_eps, chunk = check_positive_int("n_eps", n_eps), check_positive_int("chunk", chunk)
         x0 = self._check_x0(x0, xp)
-        res = bound_all_t(self.predict(params), x0, self.tables(params), self.cfg.param, rng, n_eps, chunk)
+        res = bound_all_t(self.predict(params), x0, self.tables(params), rng, param=self.cfg.param, n_eps=n_eps,
+                          chunk=chunk)
         K = to_host(res["K"])                                                 # (N,) nats
         out = table1_report(K, to_host(standard_normal_logpdf(x0)))          # L_null: log pi(x0), eq. (4)
         out.update({"K_exact_bits": float(to_host(res["K_exact"]).mean()) / LN2,
@@ -201,13 +210,13 @@ class GaussianDiffusion:
         out.update({k + "_bits": res[k] / LN2 for k in ("H_q_T", "H_q_1", "H_p_T")})
         return out
 
-    def sample(self, params, n, rng, trajectory=False):
+    def sample(self, params, n, rng, *, trajectory=False):
         """``n`` samples of ``p(x_0)`` (float64, backend of params); with ``trajectory``, also
         every ``x_t`` as (T + 1, n, D), index ``t``.  See :func:`reverse.p_sample_loop`."""
         n = check_positive_int("n", n)
         xp, _ = self._backend(params)
-        return p_sample_loop(self.predict(params), n, self.D, self.tables(params), self.cfg.param, rng,
-                             trajectory, xp)
+        return p_sample_loop(self.predict(params), n, self.D, self.tables(params), rng, param=self.cfg.param,
+                             trajectory=trajectory, xp=xp)
 
 
 def swiss_roll_model(*, net="mlp", param="bounded", learn_beta=True, beta_1=1e-7, basis=None, n_bumps=10,

@@ -172,7 +172,7 @@ _FORWARD = {"paper": _paper_forward, "reference": _reference_forward, "bounded":
 _BACKWARD = {"paper": _paper_backward, "reference": _reference_backward, "bounded": _bounded_backward}
 
 
-def p_sample_loop(predict, n, D, tables, param, rng, trajectory=False, xp=None):
+def p_sample_loop(predict, n, D, tables, rng, *, param, trajectory=False, xp=None):
     """Ancestral samples of ``p(x_0)``: ``x_T ~ pi = N(0, I)`` (eq. 4), the learned kernel
     for ``t = T..2``, then the fixed last step of App. B.2, eq. (44).
 

@@ -44,7 +44,7 @@ class TablesCache(NamedTuple):
     host: dict                                # every table as a host float64 array (T + 1,)
 
 
-def tables_forward(beta, xp=numpy):
+def tables_forward(beta, *, xp=numpy):
     """Every coefficient the Gaussian diffusion reads, as float64 ``xp`` arrays of shape (T + 1,).
 
     The one-step kernel's (eq. 2, Table App.1): ``sqrt(alpha_t)``, ``sqrt(beta_t)``,

@@ -69,52 +69,46 @@ class ParamVector:
 
 
 class Adam:
-    """Adam, exactly Algorithm 1 of Kingma & Ba (2015), on one flat vector.
+    """Adam, Algorithm 1 of Kingma & Ba (2015), on one flat vector.
 
-    ``m`` and ``v`` are the first and second moment estimates, ``step`` the
-    number of updates taken.  The update is
+    ``m`` and ``v`` are the first and second moment estimates and ``step_count`` the
+    number of updates taken, ``k``.  With gradient ``g``::
 
         m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2
-        theta <- theta - lr (m / (1 - b1^k)) / (sqrt(v / (1 - b2^k)) + eps)
+        theta <- theta - lr (m / (1 - b1^k)) / (sqrt(v / (1 - b2^k)) + epsilon)
 
-    with ``k`` the step count; all in place, through one preallocated buffer.
+    (Kingma & Ba's ``beta_1, beta_2, epsilon``; here ``b1, b2, epsilon``, since
+    ``beta_1`` and ``eps`` name the diffusion rate and the noise in this project.)
     """
 
-    def __init__(self, size, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
-                 xp=numpy, dtype=numpy.float64):
-        if not (0 <= beta1 < 1 and 0 <= beta2 < 1):
-            raise ValueError(f"Adam betas must lie in [0, 1), got {beta1}, {beta2}")
-        if not lr > 0 or not eps >= 0:
-            raise ValueError(f"Adam needs lr > 0 and eps >= 0, got lr={lr}, eps={eps}")
-        self.lr, self.beta1, self.beta2, self.eps = float(lr), float(beta1), float(beta2), float(eps)
-        self.m = xp.zeros(size, dtype=dtype)
-        self.v = xp.zeros(size, dtype=dtype)
-        self._buf = xp.empty(size, dtype=dtype)
+    def __init__(self, size, lr=1e-3, b1=0.9, b2=0.999, epsilon=1e-8, xp=numpy, dtype=numpy.float64):
+        if not (0 <= b1 < 1 and 0 <= b2 < 1):
+            raise ValueError(f"Adam's b1 and b2 must lie in [0, 1), got {b1}, {b2}")
+        if not lr > 0 or not epsilon >= 0:
+            raise ValueError(f"Adam needs lr > 0 and epsilon >= 0, got lr={lr}, epsilon={epsilon}")
+        self.lr, self.b1, self.b2, self.epsilon = float(lr), float(b1), float(b2), float(epsilon)
+        self.m = xp.zeros(size, dtype=dtype)                         # first moment      (P,)
+        self.v = xp.zeros(size, dtype=dtype)                         # second moment     (P,)
         self.step_count = 0
 
     def step(self, theta, grad, lr=None):
-        """Update ``theta`` (flat, in place) to descend ``grad``; ``lr`` overrides the base rate."""
+        """Update ``theta`` (the flat parameter vector, in place) to descend ``grad``;
+        ``lr`` overrides the base rate (a learning-rate schedule)."""
         xp = array_module(theta)
-        b1, b2, buf = self.beta1, self.beta2, self._buf
+        b1, b2, lr = self.b1, self.b2, self.lr if lr is None else lr
         self.step_count += 1
         k = self.step_count
-        self.m *= b1
-        self.m += (1 - b1) * grad                                   # biased first moment
-        xp.multiply(grad, grad, out=buf)
-        self.v *= b2
-        self.v += (1 - b2) * buf                                    # biased second moment
-        xp.sqrt(self.v, out=buf)
-        buf *= 1 / math.sqrt(1 - b2 ** k)                           # sqrt(v_hat)
-        buf += self.eps
-        xp.divide(self.m, buf, out=buf)
-        buf *= (self.lr if lr is None else lr) / (1 - b1 ** k)      # lr * m_hat / (sqrt(v_hat) + eps)
-        theta -= buf
+        self.m = b1 * self.m + (1 - b1) * grad                       # biased first moment
+        self.v = b2 * self.v + (1 - b2) * (grad * grad)              # biased second moment
+        m_hat = self.m / (1 - b1 ** k)                               # bias corrections
+        v_hat = self.v / (1 - b2 ** k)
+        theta -= lr * m_hat / (xp.sqrt(v_hat) + self.epsilon)        # in place: theta is the flat vector
 
     def state_dict(self):
         """Host arrays and numbers that restore this optimizer exactly."""
         return {"m": to_host(self.m).copy(), "v": to_host(self.v).copy(),
                 "step_count": numpy.int64(self.step_count),
-                "hyper": numpy.array([self.lr, self.beta1, self.beta2, self.eps])}
+                "hyper": numpy.array([self.lr, self.b1, self.b2, self.epsilon])}
 
     def load_state_dict(self, state):
         """Restore from :meth:`state_dict` output (arrays moved to this optimizer's backend)."""
@@ -122,10 +116,10 @@ class Adam:
         if state["m"].shape != self.m.shape:
             raise ValueError(f"optimizer state has {state['m'].shape[0]} entries, "
                              f"this model has {self.m.shape[0]}")
-        self.m[...] = xp.asarray(state["m"])
-        self.v[...] = xp.asarray(state["v"])
+        self.m = xp.asarray(state["m"], dtype=self.m.dtype).copy()
+        self.v = xp.asarray(state["v"], dtype=self.v.dtype).copy()
         self.step_count = int(state["step_count"])
-        self.lr, self.beta1, self.beta2, self.eps = (float(value) for value in state["hyper"])
+        self.lr, self.b1, self.b2, self.epsilon = (float(value) for value in state["hyper"])
 
 
 def cosine_lr(step, total_steps, lr, final_fraction=0.0, warmup=0):

@@ -218,7 +218,7 @@ def smooth_sample(model, params, grad_log_r, n, rng, choice="constant"):
     return _modified_chain(model, params, y, y, None, None, n, rng, shift)[0]
 
 
-def forward_kernel_chain_moments(tables, y, sigma_d, choice, smooth=False):
+def forward_kernel_chain_moments(tables, y, sigma_d, choice, *, smooth=False):
     """Closed-form end point of the modified chain when every kernel is the forward one.
 
     For ``p(x_{t-1} | x_t) = N(sqrt(alpha_t) x_t, beta_t)`` (a zero network in the
