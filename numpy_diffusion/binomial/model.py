@@ -39,7 +39,7 @@ from .kernel import (bound_all_t, bound_backward, bound_forward, check_binary,
                      check_uniform, noise_logpmf, p_logit, p_sample_loop, q_sample)
 from .schedule import binomial_schedule, on_backend
 
-SIGMOID_GAIN = 4.0          # Glorot & Bengio (2010): sigmoid weights 4x the tanh ones
+SIGMOID_GAIN = 4.0          # sigma'(0) = 1/4 where tanh'(0) = 1: sigmoid weights 4x the tanh ones
 
 
 class PLogitCache(NamedTuple):
@@ -89,8 +89,8 @@ class BinomialDiffusion:
     def init_params(self, rng, dtype=numpy.float64):
         """Initial parameters (host arrays); the readout is zero, so ``p`` starts as the forward kernel.
 
-        Trunk weights are Glorot's, times 4 for sigmoid units (Glorot & Bengio
-        2010, whose sigmoid slope at 0 is 1/4); otherwise three sigmoid layers
+        Trunk weights are Glorot's, times 4 for sigmoid units (the sigmoid's slope
+        at 0 is 1/4 where tanh's is 1); otherwise three sigmoid layers
         pass almost none of ``x_t``'s variation to the readout.
         """
         params = self.net.init_params(rng, dtype)

@@ -57,12 +57,13 @@ def marginal_logs(beta, pi):
 def step_logs(beta, pi):
     """Per step ``t = 1..T``, columns ``x_t = 0, 1``: the log likelihood ratio
     ``log q(x_t | x_{t-1} = 1) / q(x_t | x_{t-1} = 0)`` and the logit of the
-    forward kernel's rate ``x_t (1 - beta_t) + pi beta_t`` (Table App.1)."""
+    reversed kernel ``T_pi(x_{t-1} = 1 | x_t; beta_t)``, whose rate is the forward
+    kernel's ``x_t (1 - beta_t) + pi beta_t`` (Table App.1; detailed balance)."""
     b, lp, l1mp = beta[1:], numpy.log(pi), numpy.log1p(-pi)
     lb, stay1 = numpy.log(b), numpy.log1p(-b * (1 - pi))              # log q(x_t = 1 | x_{t-1} = 1)
-    flip0 = numpy.log1p(-pi * b)                                       # log q(x_t = 0 | x_{t-1} = 0)
-    llr = numpy.stack([lb + l1mp - flip0, stay1 - lp - lb], 1)          # (T, 2)
-    logit_kernel = numpy.stack([lp + lb - flip0, stay1 - lb - l1mp], 1)  # (T, 2)
+    stay0 = numpy.log1p(-pi * b)                                       # log q(x_t = 0 | x_{t-1} = 0)
+    llr = numpy.stack([lb + l1mp - stay0, stay1 - lp - lb], 1)          # (T, 2)
+    logit_kernel = numpy.stack([lp + lb - stay0, stay1 - lb - l1mp], 1)  # (T, 2)
     return llr, logit_kernel
 
 
@@ -80,7 +81,7 @@ def binomial_schedule(T, pi, beta=None):
     -------
     dict with ``T``, ``pi``, ``beta``, ``alpha_bar`` (T + 1,) and, indexed ``[t, state]``:
     ``rate_marginal`` / ``logit_marginal`` = ``q(x_t = 1 | x_0 = state)`` (row 0 of the
-    rate is ``x_0`` itself), ``llr`` = ``log q(x_t = state | x_{t-1} = 1) -
+    rate is ``x_0`` itself; row 0 of the logit is unused), ``llr`` = ``log q(x_t = state | x_{t-1} = 1) -
     log q(x_t = state | x_{t-1} = 0)``, ``logit_kernel`` = logit of
     ``T_pi(x_{t-1} = 1 | x_t = state; beta_t)``; per-dimension entropies ``H_q_T``,
     ``H_q_1`` (by ``x_0``) and ``H_p_T`` (a float); ``log_pi`` (by state).

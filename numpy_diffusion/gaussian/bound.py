@@ -72,9 +72,9 @@ def kl_forward(mu_q, logvar_q, mu_p, logvar_p):
 def kl_backward(dKL, cache):
     """Gradients ``(dmu_q, dlogvar_q, dmu_p, dlogvar_p)``, shaped like the inputs."""
     diff, inv_var_p, ratio, shapes = cache
-    dmu_q = dKL * diff * inv_var_p                                      # dKL/dmu_q = (mu_q - mu_p) / s_p^2
-    dlogvar_q = 0.5 * dKL * (ratio - 1)                                 # dKL/dlogvar_q = (r - 1) / 2
-    dlogvar_p = 0.5 * (dKL * (1 - ratio) - diff * dmu_q)               # dKL/dlogvar_p = (1 - r - d^2/s_p^2)/2
+    dmu_q = dKL * diff * inv_var_p                                      # dKL/dmu_q = (mu_q - mu_p) / sigma_p^2
+    dlogvar_q = 0.5 * dKL * (ratio - 1)                                 # dKL/dlogvar_q = (ratio - 1) / 2
+    dlogvar_p = 0.5 * (dKL * (1 - ratio) - diff * dmu_q)               # dKL/dlogvar_p = (1 - ratio - diff^2 / sigma_p^2) / 2
     grads = (dmu_q, dlogvar_q, -dmu_q, dlogvar_p)                       # dKL/dmu_p = -dKL/dmu_q
     return tuple(_unbroadcast(g, shape) for g, shape in zip(grads, shapes))
 
@@ -85,7 +85,7 @@ def gaussian_entropy(logvar):
 
 
 def standard_normal_logpdf(x):
-    """``log pi(x) = log N(x; 0, I)`` per row (eq. 4), nats: ``-(D log(2 pi) + |x|^2) / 2``.  (N, D) -> (N,)."""
+    """``log pi(x) = log N(x; 0, I)`` per row (``pi`` of Table App.1), nats: ``-(D log(2 pi) + |x|^2) / 2``.  (N, D) -> (N,)."""
     return -0.5 * (x.shape[1] * math.log(2 * math.pi) + (x * x).sum(axis=1))
 
 
@@ -162,7 +162,7 @@ def bound_backward(dloss, cache):
     dtables : dict of name -> float64 ndarray of shape (T + 1,), through the posterior,
         the reverse kernel and the entropies.
     """
-    dKL = (dloss / cache.N) * cache.weights[:, None]                      # d loss / d KL_nd = w_n / N
+    dKL = (dloss / cache.N) * cache.weights[:, None]                      # d loss / d KL_nd = weight_n / N
     dmu_q, dlogvar_q, dmu_p, dlogvar_p = kl_backward(dKL, cache.kl_cache)
     dxt_q, dtables_q = q_posterior_backward(dmu_q, dlogvar_q, cache.q_cache)
     dz, dxt_p, dtables_p = p_mean_logvar_backward(dmu_p, dlogvar_p, cache.p_cache)

@@ -1,14 +1,14 @@
-"""The forward process ``q`` (§2.1, eq. 2): the marginal ``q(x_t | x_0)`` and the posterior
+"""The forward process ``q`` (§2.1, eqs. 2-3): the marginal ``q(x_t | x_0)`` and the posterior
 ``q(x_{t-1} | x_t, x_0)``, each a forward/backward pair.
 
-The paper gives only the one-step kernel (eq. 2, Table App.1)::
+The paper gives only the one-step kernel (eq. 2, with the Gaussian kernel of Table App.1)::
 
-    q(x_t | x_{t-1}) = N(x_t; sqrt(alpha_t) x_{t-1}, beta_t I),    alpha_t = 1 - beta_t.
+    q(x_t | x_{t-1}) = N(x_t; sqrt(1 - beta_t) x_{t-1}, beta_t I).
 
 The two distributions below follow from it by Gaussian conjugacy; the paper
 never prints them, so their notation is DDPM's (Ho et al. 2020, eqs. 4, 6-7):
-``alpha_bar_t``, ``beta_tilde_t`` and ``mu_tilde_t`` (here ``mu_q``) are DDPM's
-symbols, not the paper's.
+``alpha_t = 1 - beta_t``, ``alpha_bar_t``, ``beta_tilde_t`` and ``mu_tilde_t``
+(here ``mu_q``) are DDPM's symbols, not the paper's.
 
 **The marginal.**  Composing ``t`` steps, each scaling the mean by
 ``sqrt(alpha_s)`` and adding independent noise of variance ``beta_s``, gives a

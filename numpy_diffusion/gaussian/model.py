@@ -204,7 +204,7 @@ class GaussianDiffusion:
         res = bound_all_t(self.predict(params), x0, self.tables(params), rng, param=self.cfg.param, n_eps=n_eps,
                           chunk=chunk)
         K = to_host(res["K"])                                                 # (N,) nats
-        out = table1_report(K, to_host(standard_normal_logpdf(x0)))          # L_null: log pi(x0), eq. (4)
+        out = table1_report(K, to_host(standard_normal_logpdf(x0)))          # L_null: log pi(x0), Table 1
         out.update({"K_exact_bits": float(to_host(res["K_exact"]).mean()) / LN2,
                     "kl_bits_by_t": to_host(res["kl_by_t"]) / LN2, "K_per_example_nats": K, "n_eps": n_eps})
         out.update({k + "_bits": res[k] / LN2 for k in ("H_q_T", "H_q_1", "H_p_T")})

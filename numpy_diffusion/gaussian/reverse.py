@@ -1,18 +1,18 @@
-"""The reverse process ``p`` (§2.2, eq. 5; App. B.2, eq. 44): the kernel as a forward/backward pair, and sampling.
+"""The reverse process ``p`` (§2.2, eqs. 4-5, Table App.1; App. B.2, eq. 44): the kernel as a forward/backward pair, and sampling.
 
 ``p(x_{t-1} | x_t) = N(mu_p, diag exp(logvar_p))`` for ``t = 2..T``, from the
-network outputs ``z = [z_mu, z_S]`` (each (N, D)).  Three parameterizations, each
+network outputs ``z = [z_mu, z_Sigma]`` (each (N, D)).  Three parameterizations, each
 written as a perturbation of the forward step; only ``'reference'`` reproduces it
 exactly at ``z = 0``:
 
 - ``'paper'``: the mean and variance the paper gives for its image network
-  (App. D.2.1, eqs. 64-65): ``Sigma = sigmoid(z_S + logit(beta_t))``,
+  (App. D.2.1, eqs. 64-65): ``Sigma = sigmoid(z_Sigma + logit(beta_t))``,
   ``mu = (x_t - z_mu)(1 - Sigma) + z_mu``; at ``z = 0`` the mean is ``(1 - beta_t) x_t``;
-- ``'reference'`` (the authors' code): ``Sigma = sigmoid(z_S / sqrt(T) + logit(beta_t))``,
+- ``'reference'`` (the authors' code): ``Sigma = sigmoid(z_Sigma / sqrt(T) + logit(beta_t))``,
   ``mu = sqrt(alpha_t) x_t + sqrt(beta_t) z_mu``; ``z = 0`` is the forward kernel;
 - ``'bounded'`` (the project's): ``log Sigma = v log beta_t + (1 - v) log beta_tilde_t``,
-  ``v = sigmoid(z_S)``, the mean as ``'reference'``; ``z = 0`` gives the geometric mean
-  of the two, ``z_S -> +inf`` the forward kernel.  §2.6 (eq. 24, App. A) bounds the
+  ``v = sigmoid(z_Sigma)``, the mean as ``'reference'``; ``z = 0`` gives the geometric mean
+  of the two, ``z_Sigma -> +inf`` the forward kernel.  §2.6 (eq. 24, App. A) bounds the
   reverse process's entropy between these two variances; that motivates the range but
   does not justify it at each ``x_t``: the lower limit ``beta_tilde_t`` holds at every
   ``x_t`` (a posterior averaged over ``x_0`` is no narrower than ``q(x_{t-1} | x_t, x_0)``),
@@ -51,11 +51,11 @@ class ReverseCache(NamedTuple):
 
 
 def p_mean_logvar_forward(z, xt, t, tables, *, param):
-    """Mean and log-variance of ``p(x_{t-1} | x_t) = N(mu_p, diag exp(logvar_p))`` (eq. 5).
+    """Mean and log-variance of ``p(x_{t-1} | x_t) = N(mu_p, diag exp(logvar_p))`` (Table App.1).
 
     Parameters
     ----------
-    z : ndarray of shape (N, 2 D), network outputs ``[z_mu, z_S]`` (any float dtype)
+    z : ndarray of shape (N, 2 D), network outputs ``[z_mu, z_Sigma]`` (any float dtype)
     xt : float64 ndarray of shape (N, D)
     t : int ndarray of shape (N,), values in ``2..T``
     tables : dict from :func:`numpy_diffusion.gaussian.tables.tables_forward`
@@ -67,8 +67,8 @@ def p_mean_logvar_forward(z, xt, t, tables, *, param):
     cache : ReverseCache
     """
     check_choice("parameterization", param, PARAMS)
-    z_mu, z_S = _split(z, xt)
-    mu_p, logvar_p, local = _FORWARD[param](z_mu, z_S, xt, t, tables)
+    z_mu, z_Sigma = _split(z, xt)
+    mu_p, logvar_p, local = _FORWARD[param](z_mu, z_Sigma, xt, t, tables)
     return (mu_p, logvar_p), ReverseCache(param, z_mu, xt, t, local, tables["beta"].shape[0] - 1)
 
 
@@ -76,9 +76,9 @@ def p_mean_logvar_backward(dmu_p, dlogvar_p, cache):
     """Gradients ``(dz, dxt, dtables)``: ``dz`` (N, 2 D) float64, ``dxt`` (N, D), and
     ``dtables`` a dict of (T + 1,) arrays for the tables the kernel read."""
     xp = array_module(cache.xt)
-    dz_mu, dz_S, dxt, per_example = _BACKWARD[cache.param](dmu_p, dlogvar_p, cache.z_mu, cache.xt,
+    dz_mu, dz_Sigma, dxt, per_example = _BACKWARD[cache.param](dmu_p, dlogvar_p, cache.z_mu, cache.xt,
                                                            cache.local)
-    return xp.concatenate([dz_mu, dz_S], axis=1), dxt, scatter_by_t(cache.t, per_example, cache.T)
+    return xp.concatenate([dz_mu, dz_Sigma], axis=1), dxt, scatter_by_t(cache.t, per_example, cache.T)
 
 
 def _col(tables, name, t):
@@ -90,8 +90,8 @@ class PaperLocal(NamedTuple):
     one_minus: object                         # (N, D) 1 - Sigma, computed as sigma(-logit_Sigma)
 
 
-def _paper_forward(z_mu, z_S, xt, t, tables):
-    logit_Sigma = z_S + _col(tables, "logit_beta", t)                     # eq. (64), inside sigma
+def _paper_forward(z_mu, z_Sigma, xt, t, tables):
+    logit_Sigma = z_Sigma + _col(tables, "logit_beta", t)                     # eq. (64), inside sigma
     Sigma, one_minus = sigmoid(logit_Sigma), sigmoid(-logit_Sigma)        # Sigma, 1 - Sigma
     mu_p = xt * one_minus + z_mu * Sigma                                  # eq. (65)
     return mu_p, -softplus(-logit_Sigma), PaperLocal(Sigma, one_minus)    # log sigma(logit_Sigma)
@@ -103,7 +103,7 @@ def _paper_backward(dmu, dlogvar, z_mu, xt, local):
     dlogit = one_minus * (dlogvar + dmu * (z_mu - xt) * Sigma)
     per_example = {"logit_beta": dlogit.sum(axis=1)}                      # d logit_Sigma / d logit(beta_t) = 1
     dz_mu = dmu * Sigma                                                   # d mu / d z_mu = Sigma
-    return dz_mu, dlogit, dmu * one_minus, per_example                    # d logit_Sigma/d z_S = 1; d mu/d xt = 1 - Sigma
+    return dz_mu, dlogit, dmu * one_minus, per_example                    # d logit_Sigma/d z_Sigma = 1; d mu/d xt = 1 - Sigma
 
 
 class MeanLocal(NamedTuple):
@@ -130,9 +130,9 @@ class ReferenceLocal(NamedTuple):
     mean: MeanLocal
 
 
-def _reference_forward(z_mu, z_S, xt, t, tables):
+def _reference_forward(z_mu, z_Sigma, xt, t, tables):
     scale = 1.0 / math.sqrt(tables["beta"].shape[0] - 1)                  # 1 / sqrt(T)
-    logit_Sigma = z_S * scale + _col(tables, "logit_beta", t)
+    logit_Sigma = z_Sigma * scale + _col(tables, "logit_beta", t)
     mu_p, mean = _mean_forward(z_mu, xt, t, tables)
     local = ReferenceLocal(sigmoid(-logit_Sigma), scale, mean)
     return mu_p, -softplus(-logit_Sigma), local                           # log sigma(logit_Sigma)
@@ -142,18 +142,18 @@ def _reference_backward(dmu, dlogvar, z_mu, xt, local):
     dlogit = dlogvar * local.one_minus                                    # d log sigma(l) / d l = 1 - sigma(l)
     dz_mu, dxt, per_example = _mean_backward(dmu, z_mu, xt, local.mean)
     per_example["logit_beta"] = dlogit.sum(axis=1)                        # d l / d logit(beta_t) = 1
-    return dz_mu, dlogit * local.scale, dxt, per_example                  # d l / d z_S = 1 / sqrt(T)
+    return dz_mu, dlogit * local.scale, dxt, per_example                  # d l / d z_Sigma = 1 / sqrt(T)
 
 
 class BoundedLocal(NamedTuple):
-    v: object                                 # (N, D) interpolation weight sigma(z_S)
+    v: object                                 # (N, D) interpolation weight sigma(z_Sigma)
     gap: object                               # (N, 1) log beta_t - log beta_tilde_t
     mean: MeanLocal
 
 
-def _bounded_forward(z_mu, z_S, xt, t, tables):
+def _bounded_forward(z_mu, z_Sigma, xt, t, tables):
     log_beta, log_beta_tilde = _col(tables, "log_beta", t), _col(tables, "log_beta_tilde", t)
-    v = sigmoid(z_S)                                                      # interpolation weight in (0, 1)
+    v = sigmoid(z_Sigma)                                                      # interpolation weight in (0, 1)
     logvar_p = log_beta_tilde + v * (log_beta - log_beta_tilde)           # between beta_tilde_t and beta_t
     mu_p, mean = _mean_forward(z_mu, xt, t, tables)
     return mu_p, logvar_p, BoundedLocal(v, log_beta - log_beta_tilde, mean)
@@ -164,8 +164,8 @@ def _bounded_backward(dmu, dlogvar, z_mu, xt, local):
     dz_mu, dxt, per_example = _mean_backward(dmu, z_mu, xt, mean)
     per_example["log_beta"] = (dlogvar * v).sum(axis=1)                   # d logvar / d log beta_t = v
     per_example["log_beta_tilde"] = (dlogvar * (1 - v)).sum(axis=1)       # d logvar / d log beta_tilde = 1 - v
-    dz_S = dlogvar * gap * v * (1 - v)                                    # d logvar / d v = gap; dv / d z_S = v (1 - v)
-    return dz_mu, dz_S, dxt, per_example
+    dz_Sigma = dlogvar * gap * v * (1 - v)                                    # d logvar / d v = gap; dv / d z_Sigma = v (1 - v)
+    return dz_mu, dz_Sigma, dxt, per_example
 
 
 _FORWARD = {"paper": _paper_forward, "reference": _reference_forward, "bounded": _bounded_forward}

@@ -14,7 +14,7 @@ fixed baseline or are learned in one of two forms:
   steps are spent.  ``c`` (``rate_scale``) lets one Adam learning rate serve the
   network and the schedule.
 - ``'bumps'``: a perturbation of the baseline through a bump basis in ``t``,
-  ``beta_t = sigmoid(logit(baseline_t) + (B w)_t)``, so ``w = 0`` is the baseline
+  ``beta_t = sigmoid(logit(baseline_t) + (G w)_t)``, so ``w = 0`` is the baseline
   and every ``beta_t`` stays in ``(0, 1)``.  This is the form of the reference
   code's ``generate_beta_arr`` (which never trains its coefficients), not one
   the paper gives.
@@ -24,7 +24,7 @@ ascent on ``K`` through the frozen noise: ``x_t = sqrt(alpha_bar_t) x_0 +
 sqrt(1 - alpha_bar_t) eps`` depends on ``beta``, and so do the posterior, the
 reverse kernel and the entropies of eq. (14).  Every one of those reads its
 coefficients from the tables built from ``beta`` (:mod:`tables`), so the
-gradient takes four steps back, each the backward of one forward::
+gradient takes three steps back, each the backward of one forward::
 
     bound_backward, q_sample_backward  ->  dtables  (one (T + 1,) array per table read)
     tables_backward                    ->  dbeta    (T + 1,)
@@ -177,23 +177,23 @@ def _decrements_backward(dbeta, cache):
 
 class BumpsCache(NamedTuple):
     beta: object                              # (T + 1,)
-    B: object                                 # (T + 1, J) the bump basis
+    G: object                                 # (T + 1, J) the bump basis
 
 
 def _bumps_forward(cfg, w):
     """``'bumps'`` form: ``w`` (J,) -> ``beta`` (T + 1,) and its cache."""
     beta = baseline_beta(cfg)
-    B = bump_basis(cfg.T, cfg.n_bumps)                              # (T + 1, J)
-    logit = numpy.log(beta[2:]) - numpy.log1p(-beta[2:]) + B[2:] @ w   # logit(baseline) + B w
+    G = bump_basis(cfg.T, cfg.n_bumps)                              # (T + 1, J)
+    logit = numpy.log(beta[2:]) - numpy.log1p(-beta[2:]) + G[2:] @ w   # logit(baseline) + G w
     beta[2:] = numpy.exp(-numpy.logaddexp(0.0, -logit))             # sigmoid, full precision for logit << 0
-    return beta, BumpsCache(beta, B)
+    return beta, BumpsCache(beta, G)
 
 
 def _bumps_backward(dbeta, cache):
     """Gradient of the ``'bumps'`` form with respect to ``w`` (J,)."""
-    beta, B = cache
+    beta, G = cache
     dlogit = dbeta[2:] * beta[2:] * (1 - beta[2:])                  # sigmoid' = beta (1 - beta)
-    return B[2:].T @ dlogit                                         # d(B w)/dw = B
+    return G[2:].T @ dlogit                                         # d(G w)/dw = G
 
 
 def schedule_forward(cfg, w=None):

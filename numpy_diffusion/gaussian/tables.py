@@ -47,8 +47,8 @@ class TablesCache(NamedTuple):
 def tables_forward(beta, *, xp=numpy):
     """Every coefficient the Gaussian diffusion reads, as float64 ``xp`` arrays of shape (T + 1,).
 
-    The one-step kernel's (eq. 2, Table App.1): ``sqrt(alpha_t)``, ``sqrt(beta_t)``,
-    ``logit(beta_t)``; the marginal's and the posterior's, derived in :mod:`forward`
+    The one-step kernel's (Table App.1): ``sqrt(alpha_t)``, ``sqrt(beta_t)``; the reverse
+    kernel's ``logit(beta_t)`` (``sigma^-1(beta_t)`` of eq. 64); the marginal's and the posterior's, derived in :mod:`forward`
     (DDPM's notation: ``alpha_bar``, ``beta_tilde``).  Entries at ``t = 0`` (and
     ``beta_tilde`` at ``t = 1``, where the posterior is a point mass) are the limits
     ``0`` or ``-inf``; the bound never reads them.
@@ -75,8 +75,8 @@ def tables_forward(beta, *, xp=numpy):
     tab["one_minus_alpha_bar"] = -numpy.expm1(tab["log_alpha_bar"])
     tab["sqrt_alpha_bar"] = numpy.exp(0.5 * tab["log_alpha_bar"])          # marginal: scale of x_0
     tab["sqrt_one_minus_alpha_bar"] = numpy.sqrt(tab["one_minus_alpha_bar"])  # marginal: scale of eps
-    tab["sqrt_alpha"] = numpy.sqrt(1 - beta)                                # eq. (2): kernel mean
-    tab["sqrt_beta"] = numpy.sqrt(beta)                                     # eq. (2): kernel std
+    tab["sqrt_alpha"] = numpy.sqrt(1 - beta)                                # Table App.1: kernel mean
+    tab["sqrt_beta"] = numpy.sqrt(beta)                                     # Table App.1: kernel std
     tab["log_beta"] = row0(-numpy.inf, numpy.log(b))
     tab["logit_beta"] = row0(-numpy.inf, numpy.log(b) - log_alpha)          # log(beta_t / (1 - beta_t))
     # beta_tilde_t = (1 - alpha_bar_{t-1}) beta_t / (1 - alpha_bar_t), the posterior variance

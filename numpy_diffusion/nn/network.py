@@ -98,7 +98,7 @@ def init_network(cfg, rng, dtype=numpy.float64):
     """Initial parameters (host arrays).  The readout starts at zero, so an
     untrained network outputs ``z = 0``: the reverse kernel starts where its
     parameterization puts ``z = 0`` (the forward kernel for ``'reference'``; see
-    :mod:`reverse_process`)."""
+    :mod:`numpy_diffusion.gaussian.reverse`)."""
     params = {}
     width = cfg.hidden[-1]
     if cfg.net == "mlp":

@@ -24,7 +24,7 @@ each product is kept for the sequential Monte Carlo sampler (:mod:`smc`).
 A smooth ``r`` known by its log-gradient shifts the mean instead (Table App.1, App. C).
 
 Even for Gaussians the modified chain is not ``p~``: its end point is biased
-(tests/test_posterior.py gives the closed form).  :mod:`smc` corrects it.
+(:func:`forward_kernel_chain_moments` gives the closed form).  :mod:`smc` corrects it.
 """
 import math
 import numbers
@@ -57,7 +57,7 @@ def r_schedule(tables, sigma_d, choice):
     T, s2 = alpha_bar.shape[0] - 1, float(sigma_d) ** 2
     t = numpy.arange(T + 1)
     with numpy.errstate(divide="ignore"):
-        if choice == "diffused":                                          # y ~ sqrt(alpha_bar_t) x_t, eq. (2)
+        if choice == "diffused":                                          # y ~ sqrt(alpha_bar_t) x_t: the marginal, reversed
             return 1.0 / numpy.sqrt(alpha_bar), alpha_bar / ((1 - alpha_bar) + s2)
         power = numpy.ones(T + 1) if choice == "constant" else (T - t) / T  # eq. (23) / r^{(T-t)/T}
         prec = numpy.where(power > 0, power / s2, 0.0) if s2 > 0 else numpy.where(power > 0, numpy.inf, 0.0)
@@ -109,7 +109,7 @@ def reverse_kernel(model, params, x, t):
     """Mean and variance of ``p(x_{t-1} | x_t)`` for ``x`` of shape (B, N, D).
 
     ``t = T + 1`` gives ``pi = N(0, I)`` (eq. 4, the start of the chain); ``t = 2..T``
-    the learned kernel (eq. 5); ``t = 1`` the fixed last step (App. B.2, eq. 44).
+    the learned kernel (Table App.1); ``t = 1`` the fixed last step (App. B.2, eq. 44).
     """
     xp, T = array_module(x), model.T
     tables = model.tables(params)

@@ -1,7 +1,7 @@
 """An asymptotically exact sampler of ``p~(x_0) ∝ p(x_0) r(x_0)``: sequential Monte Carlo
 over the reverse chain (the project's addition to §2.5).
 
-Intermediate targets over partial paths, with the paper's ``r_t`` (:mod:`posterior`),
+Intermediate targets over partial paths, with the paper's ``r_t`` (:mod:`paper`),
 
     gamma_t(x_{T:t}) = pi(x_T) prod_{s > t} p(x_{s-1} | x_s) · r_t(x_t),      r_0 = r,
 
@@ -19,12 +19,12 @@ before they move (a fully adapted particle filter).
 Inpainting is handled exactly on the observed coordinates: a delta at ``x_0`` only.
 Holding ``x_t`` at ``y`` for ``t >= 1`` as the paper does would put all proposals on a
 set the target path ``p(x_{0:T})`` gives no mass, so the intermediate ``r_t`` must keep
-a width there; the ``'diffused'`` choice does (:func:`posterior.r_schedule`), and its
+a width there; the ``'diffused'`` choice does (:func:`paper.r_schedule`), and its
 width at ``t = 1`` is about ``beta_1``, matched to the last step (eq. 44).  A small
 observation noise instead would blur the target and leave weights as sharp as ``sigma_d``.
 
 Which ``r_t`` matters.  For a kernel ``N(a x_t, v)`` and ``r_t = N(c_t y; x_t, 1/prec_t)`` the
-log weight is quadratic in ``x_t`` with curvature ``prec_t - a^2 / (v + 1/h_{t-1})``; where it
+log weight is quadratic in ``x_t`` with curvature ``prec_t - a^2 / (v + 1/prec_{t-1})``; where it
 is positive the weights grow without bound and can have infinite variance.  Eq. (23)'s
 constant ``r_t`` does this (on the Gaussian test its SMC is consistent but useless at any
 practical ``N``, whatever the ESS says); ``'annealed'`` and ``'diffused'`` keep it near or
