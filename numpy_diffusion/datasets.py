@@ -9,7 +9,10 @@ from .validation import check_positive_int
 
 # The raw roll: u ~ U(1.5 pi, 4.5 pi), x = (u cos u, u sin u).  Every data set,
 # training or held-out, is standardized by the same fixed constants, the roll's
-# exact per-coordinate mean and standard deviation (Table 1: unit variance).
+# exact per-coordinate mean and standard deviation: unit variance per coordinate, as
+# Table 1 asks of the data (its caption says "scaled by a constant"; the README lists
+# the per-coordinate scaling among the departures).  The range of u is the reference
+# code's (and scikit-learn's ``make_swiss_roll``).
 U_LOW, U_HIGH = 1.5 * numpy.pi, 4.5 * numpy.pi
 
 
