@@ -11,8 +11,8 @@ from .validation import check_positive_int
 # training or held-out, is standardized by the same fixed constants, the roll's
 # exact per-coordinate mean and standard deviation: unit variance per coordinate, as
 # Table 1 asks of the data (its caption says "scaled by a constant"; the README lists
-# the per-coordinate scaling among the departures).  The range of u is the reference
-# code's (and scikit-learn's ``make_swiss_roll``).
+# the per-coordinate scaling among the departures).  The range of u is the usual one,
+# that of scikit-learn's ``make_swiss_roll``; the paper does not give its own.
 U_LOW, U_HIGH = 1.5 * numpy.pi, 4.5 * numpy.pi
 
 
