@@ -106,7 +106,8 @@ def evaluate_stratified(model, params, x0, rng, n_strata=50, chunk=1024):
     error over images, ``L_null_bits_per_pixel`` (mean ``log2 pi(x0) / D``),
     ``K_minus_L_null_bits_per_pixel`` and its (paired) standard error,
     ``K_per_image_nats`` (N,), ``kl_bits_by_stratum`` (mean KL per step in each
-    stratum, bits per image) with ``strata`` its edges.
+    stratum, bits per image) with ``strata`` its edges, and ``entropy_bits_per_pixel``,
+    the three entropy terms of eq. (14).
     """
     res = bound_stratified(model, params, x0, rng, n_strata, chunk)
     D, K = x0.shape[1], res["K"]
@@ -117,4 +118,5 @@ def evaluate_stratified(model, params, x0, rng, n_strata=50, chunk=1024):
             "K_minus_L_null_bits_per_pixel": float((K - log_pi).mean()) * per_pixel,
             "K_minus_L_null_bits_per_pixel_stderr": standard_error(K - log_pi) * per_pixel,
             "K_per_image_nats": K, "kl_bits_by_stratum": res["kl"].mean(axis=0) / LN2,
-            "strata": res["edges"], "n_strata": int(res["edges"].size - 1)}
+            "strata": res["edges"], "n_strata": int(res["edges"].size - 1),
+            "entropy_bits_per_pixel": {k: res[k] * per_pixel for k in ("H_q_T", "H_q_1", "H_p_T")}}
