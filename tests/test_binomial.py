@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from numpy_diffusion.binomial.kernel import (bound_all_t, bound_backward, bound_forward, edge_terms,
                                              entropy_terms, kernel_logit, kl_backward, kl_forward, p_sample_loop,
                                              q_posterior, q_sample)
-from numpy_diffusion.binomial.schedule import binary_entropy, binomial_schedule, heartbeat_beta
+from numpy_diffusion.binomial.schedule import binary_entropy, binomial_tables, heartbeat_beta
 from numpy_diffusion.binomial.model import BinomialDiffusion, heartbeat_model
 from numpy_diffusion.datasets import exact_heartbeat_fraction, heartbeat
 from numpy_diffusion.bits import standard_error
@@ -52,19 +52,19 @@ def marginal(x0, t, beta, pi):
 
 def test_heartbeat_schedule_erases_linearly():
     # alpha_bar_t = prod (T - s)/(T - s + 1) = (T - t)/T; 1e-13: round-off of 2000 products
-    s = binomial_schedule(2000, 0.2)
+    s = binomial_tables(2000, 0.2)
     t = np.arange(2001)
     assert np.allclose(s["alpha_bar"], (2000 - t) / 2000, rtol=0, atol=1e-13)
     assert s["beta"][0] == 0 and s["beta"][-1] == 1 and np.isclose(s["beta"][1], 1 / 2000)
     # L_null of Table 1: 20 bits of Bernoulli(0.2) is -14.438 bits for 4 ones, 16 zeros
-    assert np.isclose((4 * s["log_pi"][1] + 16 * s["log_pi"][0]) / np.log(2), -14.4386, atol=1e-4)
+    assert np.isclose((4 * s["log_pi_state"][1] + 16 * s["log_pi_state"][0]) / np.log(2), -14.4386, atol=1e-4)
 
 
 @given(schedules(), st.data())
 @settings(max_examples=30)
 def test_marginal_matches_iterated_kernel(sched_args, data):
     T, pi, beta = sched_args
-    s = binomial_schedule(T, pi, beta)
+    s = binomial_tables(T, pi, beta)
     for t in range(T + 1):
         for x0 in (0, 1):
             # 1e-12: a dozen 2 x 2 products against a closed form, float64
@@ -77,7 +77,7 @@ def test_marginal_matches_iterated_kernel(sched_args, data):
 @settings(max_examples=30)
 def test_posterior_is_bayes_rule(sched_args, data):
     T, pi, beta = sched_args
-    s = binomial_schedule(T, pi, beta)
+    s = binomial_tables(T, pi, beta)
     t = data.draw(st.integers(2, T))
     x0, xt = (np.array([[0.0, 0.0, 1.0, 1.0]]), np.array([[0.0, 1.0, 0.0, 1.0]]))
     logit_q = q_posterior(x0, xt, np.array([t]), s)[0]
@@ -121,20 +121,20 @@ def exact_K_forward_kernel(x0, s):
 @settings(max_examples=25)
 def test_forward_kernel_network_gives_L_null(sched_args):
     T, pi, beta = sched_args
-    s = binomial_schedule(T, pi, beta)
+    s = binomial_tables(T, pi, beta)
     K = np.array([exact_K_forward_kernel(x0, s)[x0] for x0 in (0, 1)])    # (2,) per bit
     logit_pi, abar = np.log(pi / (1 - pi)), s["alpha_bar"]
     # Data from pi itself: E_pi K = E_pi log pi(x0) = L_null.  1e-10: a sum of ~2T O(1) terms
-    assert abs((1 - pi) * K[0] + pi * K[1] - ((1 - pi) * s["log_pi"][0] + pi * s["log_pi"][1])) < 1e-10
+    assert abs((1 - pi) * K[0] + pi * K[1] - ((1 - pi) * s["log_pi_state"][0] + pi * s["log_pi_state"][1])) < 1e-10
     # Per x0, eq. (14) differs from log pi(x0) by the edge terms its derivation averages away
     gap = (1 - abar[1] + abar[T]) * logit_pi * (np.array([0.0, 1.0]) - pi)
-    assert np.allclose(K, s["log_pi"] - gap, atol=1e-10)
+    assert np.allclose(K, s["log_pi_state"] - gap, atol=1e-10)
     assert np.allclose(edge_terms(np.array([[0.0], [1.0]]), s), gap, rtol=0, atol=1e-12)   # float64 closed forms
 
 
 def test_bound_all_t_estimates_the_exact_expectation():
     # Monte Carlo over the noise only; 5 standard errors, so a false failure is a 1-in-10^6 event
-    s = binomial_schedule(6, 0.3)
+    s = binomial_tables(6, 0.3)
     x0 = np.array([[0.0, 1.0]]).repeat(4000, 0)
     res = bound_all_t(lambda xt, t: kernel_logit(xt, t, s), x0, s, rng_from(1))
     K, kl_by_t = res["K"], res["kl_by_t"]
@@ -148,7 +148,7 @@ def test_bound_all_t_estimates_the_exact_expectation():
                       rtol=0, atol=1e-12)
     # With p the forward kernel reversed, p(x0) = pi(x0) and the exact bound is log pi(x0) itself
     # (p(x_{0:T}) = pi(x0) q(x_{1:T}|x0) by detailed balance), up to the same Monte Carlo error
-    log_pi = (s["log_pi"][1] + s["log_pi"][0]) * np.ones(4000)             # x0 = (0, 1)
+    log_pi = (s["log_pi_state"][1] + s["log_pi_state"][0]) * np.ones(4000)             # x0 = (0, 1)
     assert abs(res["K_exact"].mean() - log_pi.mean()) < 5 * standard_error(K)
     assert np.allclose(res["K_exact"] - K, edge_terms(x0, s), rtol=0, atol=1e-12)
 
@@ -157,7 +157,7 @@ def test_bound_all_t_estimates_the_exact_expectation():
 @settings(max_examples=20)
 def test_loss_gradient_wrt_logits(seed):
     rng = rng_from(seed)
-    s = binomial_schedule(9, float(rng.uniform(0.05, 0.95)))
+    s = binomial_tables(9, float(rng.uniform(0.05, 0.95)))
     N, D = 5, 3
     x0, u = (rng.random((N, D)) < 0.5).astype(float), rng.random((N, D))
     t = rng.integers(2, 10, N)
@@ -223,7 +223,7 @@ def test_sampling_shape_binary_and_deterministic():
     params = m.init_params(rng_from(0))
     a, b = m.sample(params, 9, rng_from(3)), m.sample(params, 9, rng_from(3))
     assert a.shape == (9, 4) and set(np.unique(a)) <= {0.0, 1.0} and (a == b).all()
-    s = binomial_schedule(5, 0.5)
+    s = binomial_tables(5, 0.5)
     fwd = lambda xt, t: kernel_logit(xt, t, s)
     x = p_sample_loop(fwd, 20000, 2, s, rng_from(4))
     # The forward kernel keeps pi stationary: mean 0.5, binomial std 0.0025 -> 5 sigma
@@ -232,7 +232,7 @@ def test_sampling_shape_binary_and_deterministic():
 
 
 def test_sampler_never_asks_the_network_at_t_1():
-    s = binomial_schedule(6, 0.3)
+    s = binomial_tables(6, 0.3)
     seen = []
 
     def fwd(xt, t):
@@ -251,7 +251,7 @@ def test_sampler_takes_the_fixed_last_step_of_eq_44():
     b = np.full_like(params["readout.b"], 30.0)                         # rows t - 1 = 0..T-1  (T, D)
     b[0] = -30.0                                                        # the readout of t = 1
     x = m.sample({**params, "readout.b": b}, 4000, rng_from(1))
-    rate = 1 - m.sched["beta"][1] * (1 - m.pi)
+    rate = 1 - m.host_tables["beta"][1] * (1 - m.pi)
     # binomial std sqrt(0.925 0.075 / 16000) = 0.002 -> 5 sigma is 0.01
     assert abs(x.mean() - rate) < 0.0105
 
@@ -292,7 +292,7 @@ def test_evaluate_and_config():
 
 
 def test_entropies_are_binary_entropies():
-    s = binomial_schedule(7, 0.2)
+    s = binomial_tables(7, 0.2)
     h = lambda r: -r * np.log(r) - (1 - r) * np.log(1 - r)
     assert np.allclose(s["H_q_1"], h(s["rate_marginal"][1]), atol=1e-14)          # float64 closed forms
     assert np.isclose(s["H_p_T"], h(0.2)) and np.allclose(binary_entropy(np.array([0.0])), np.log(2))

@@ -62,41 +62,41 @@ def _pick(table, t, x):
     return xp.where(x > 0.5, table[t, 1][:, None], table[t, 0][:, None])   # (N, D)
 
 
-def q_sample(x0, t, u, sched):
+def q_sample(x0, t, u, tables):
     """``x_t = [u < q(x_t = 1 | x_0)]`` from frozen uniform noise ``u`` in [0, 1) (N, D).
 
     The marginal is the closed form of :func:`.schedule.marginal_logs`.  ``x_t`` is binary, so
     nothing differentiates through it: there is no backward.
     """
-    return (u < _pick(sched["rate_marginal"], t, x0)).astype(x0.dtype)   # (N, D)
+    return (u < _pick(tables["rate_marginal"], t, x0)).astype(x0.dtype)   # (N, D)
 
 
-def q_posterior(x0, xt, t, sched):
+def q_posterior(x0, xt, t, tables):
     """``logit_q``, the logit of ``q(x_{t-1} = 1 | x_t, x_0)`` for ``t >= 2`` (N, D).
 
     Bayes' rule in log-odds (derived, not printed in the paper):
     ``logit q(x_{t-1} = 1 | x_0) + log q(x_t | x_{t-1} = 1) / q(x_t | x_{t-1} = 0)``.
     """
-    return _pick(sched["logit_marginal"], t - 1, x0) + _pick(sched["llr"], t, xt)   # (N, D)
+    return _pick(tables["logit_marginal"], t - 1, x0) + _pick(tables["llr"], t, xt)   # (N, D)
 
 
-def kernel_logit(xt, t, sched):
+def kernel_logit(xt, t, tables):
     """Logit of the forward kernel reversed under ``pi``, ``T_pi(x_{t-1} = 1 | x_t; beta_t)`` (N, D).
 
     The binomial kernel obeys detailed balance, ``pi(0) q(1|0) = pi(1) q(0|1)
     = pi (1 - pi) beta``, so the reversed kernel ``q(x_t|x_{t-1}) pi(x_{t-1}) /
     pi(x_t)`` is the forward kernel itself: rate ``x_t (1 - beta_t) + pi beta_t``.
     """
-    return _pick(sched["logit_kernel"], t, xt)                        # (N, D)
+    return _pick(tables["logit_kernel"], t, xt)                        # (N, D)
 
 
-def p_logit(z, xt, t, sched):
+def p_logit(z, xt, t, tables):
     """The reverse kernel's logit ``logit_p = z + logit T_pi(x_{t-1} = 1 | x_t; beta_t)``, float64.
 
     A network output ``z = 0`` gives the forward kernel reversed (see :func:`kernel_logit`).
     Linear in ``z`` with slope 1, so ``dz = dlogit_p``.
     """
-    return z.astype(numpy.float64) + kernel_logit(xt, t, sched)       # (N, D)
+    return z.astype(numpy.float64) + kernel_logit(xt, t, tables)       # (N, D)
 
 
 class KLCache(NamedTuple):
@@ -125,7 +125,7 @@ def kl_backward(dKL, cache):
     return dlogit_q, dlogit_p
 
 
-def entropy_terms(x0, sched):
+def entropy_terms(x0, tables):
     """The three entropies of eq. (14) per example, nats: a dict of ``H_q_T``, ``H_q_1``, ``H_p_T`` (N,).
 
     ``H_q(X_T|X_0)`` and ``H_q(X_1|X_0)`` are sums of binary entropies that depend on
@@ -133,8 +133,8 @@ def entropy_terms(x0, sched):
     """
     xp = array_module(x0)
     by_bit = lambda H: xp.where(x0 > 0.5, float(H[1]), float(H[0])).sum(1)   # sum over d   (N,)
-    return {"H_q_T": by_bit(sched["H_q_T"]), "H_q_1": by_bit(sched["H_q_1"]),
-            "H_p_T": xp.full(x0.shape[0], x0.shape[1] * sched["H_p_T"])}
+    return {"H_q_T": by_bit(tables["H_q_T"]), "H_q_1": by_bit(tables["H_q_1"]),
+            "H_p_T": xp.full(x0.shape[0], x0.shape[1] * tables["H_p_T"])}
 
 
 def entropy_sum(H):
@@ -142,10 +142,10 @@ def entropy_sum(H):
     return H["H_q_T"] - H["H_q_1"] - H["H_p_T"]
 
 
-def edge_terms(x0, sched):
+def edge_terms(x0, tables):
     """Exact per-example bound less eq. (14), nats (N,): see the module docstring."""
-    abar, pi = sched["alpha_bar"], sched["pi"]
-    logit_pi = float(sched["log_pi"][1] - sched["log_pi"][0])
+    abar, pi = tables["alpha_bar"], tables["pi"]
+    logit_pi = float(tables["log_pi_state"][1] - tables["log_pi_state"][0])
     return (1 - float(abar[1]) + float(abar[-1])) * logit_pi * (x0 - pi).sum(1)   # (N,)
 
 
@@ -154,7 +154,7 @@ class BoundCache(NamedTuple):
     weights: object                           # (N,) the examples' weights
 
 
-def bound_forward(logit_p, x0, xt, t, weights, sched):
+def bound_forward(logit_p, x0, xt, t, weights, tables):
     """Training loss ``-mean(K_hat)`` (nats per sequence) from frozen ``t`` and ``x_t``, eq. (14).
 
     ``K_hat_n = -w_n KL(q(x_{t-1}|x_t,x_0) || p(x_{t-1}|x_t)) + H_q(X_T|X_0) - H_q(X_1|X_0)
@@ -173,8 +173,8 @@ def bound_forward(logit_p, x0, xt, t, weights, sched):
     -------
     loss : 0-d array; cache : BoundCache.
     """
-    KL, kl_cache = kl_forward(q_posterior(x0, xt, t, sched), logit_p)   # (N, D)
-    K_hat = -weights * KL.sum(1) + entropy_sum(entropy_terms(x0, sched))   # eq. (14)   (N,)
+    KL, kl_cache = kl_forward(q_posterior(x0, xt, t, tables), logit_p)   # (N, D)
+    K_hat = -weights * KL.sum(1) + entropy_sum(entropy_terms(x0, tables))   # eq. (14)   (N,)
     return -K_hat.mean(), BoundCache(kl_cache, weights)
 
 
@@ -186,15 +186,15 @@ def bound_backward(dloss, cache):
     return dlogit_p
 
 
-def bound_all_t(p_logit_fn, x0, sched, rng, n_eps=1, rows=8192):
+def bound_all_t(predict, x0, tables, rng, *, n_eps=1, chunk=8192):
     """Exact-in-``t`` evaluation of eq. (14): all ``t = 2..T``, Monte Carlo over the noise only.
 
     Parameters
     ----------
-    p_logit_fn : callable ``(xt (M, D), t (M,)) -> logit_p (M, D)``.
+    predict : callable ``(xt (M, D), t (M,)) -> logit_p (M, D)``.
     x0 : binary ndarray of shape (N, D), ``N >= 1``.
     rng : numpy.random.Generator; ``n_eps`` noise draws per example and step.
-    rows : int, rows per network call (several ``t`` share a call).
+    chunk : int, rows per network call (several ``t`` share a call).
 
     Returns
     -------
@@ -203,37 +203,37 @@ def bound_all_t(p_logit_fn, x0, sched, rng, n_eps=1, rows=8192):
     the mean KL term of each ``t`` (zero at ``t = 0, 1``); the entropies ``H_q_T``,
     ``H_q_1``, ``H_p_T`` (N,) of :func:`entropy_terms`.
     """
-    xp, N, T = array_module(x0), x0.shape[0], sched["T"]
+    xp, N, T = array_module(x0), x0.shape[0], tables["T"]
     if N == 0:
         raise ValueError("x0 has no rows; the bound needs at least one example (shape (N, D), N >= 1)")
     KL = numpy.zeros((T + 1, N))                                       # row t: step t's term  (T+1, N)
-    per = max(1, rows // N)                                            # steps per network call
+    per = max(1, chunk // N)                                            # steps per network call
     for _ in range(n_eps):
         for s in range(2, T + 1, per):
             t = xp.repeat(xp.arange(s, min(s + per, T + 1)), N)        # time-major    (M,)
             x0s = xp.tile(x0, (t.shape[0] // N, 1))                    # (M, D)
-            xt = q_sample(x0s, t, xp.asarray(rng.random(x0s.shape)), sched)
-            kl, _ = kl_forward(q_posterior(x0s, xt, t, sched), p_logit_fn(xt, t))
+            xt = q_sample(x0s, t, xp.asarray(rng.random(x0s.shape)), tables)
+            kl, _ = kl_forward(q_posterior(x0s, xt, t, tables), predict(xt, t))
             KL[s:s + t.shape[0] // N] += to_host(kl.sum(1)).reshape(-1, N)
     KL /= n_eps
-    H = {k: to_host(v) for k, v in entropy_terms(x0, sched).items()}
+    H = {k: to_host(v) for k, v in entropy_terms(x0, tables).items()}
     K = -KL.sum(0) + entropy_sum(H)                                    # eq. (14)      (N,)
-    return {"K": K, "K_exact": K + to_host(edge_terms(x0, sched)), "kl_by_t": KL.mean(1), **H}
+    return {"K": K, "K_exact": K + to_host(edge_terms(x0, tables)), "kl_by_t": KL.mean(1), **H}
 
 
-def noise_logpmf(x0, sched):
+def log_pi(x0, tables):
     """``log pi(x_0)`` per row (N,), nats, under the noise distribution ``B(pi)``: the terms of ``L_null``."""
-    log_pi = sched["log_pi"]
-    return (x0 * float(log_pi[1]) + (1 - x0) * float(log_pi[0])).sum(1)
+    by_state = tables["log_pi_state"]                                  # log(1 - pi), log pi
+    return (x0 * float(by_state[1]) + (1 - x0) * float(by_state[0])).sum(1)
 
 
-def p_sample_loop(p_logit_fn, n, D, sched, rng, *, xp=numpy, dtype=numpy.float64):
+def p_sample_loop(predict, n, D, tables, rng, *, xp=numpy, dtype=numpy.float64):
     """Ancestral samples ``x_0`` (n, D): ``x_T ~ B(pi)``, the learned steps ``t = T..2``,
     then the fixed last step ``p(x_0|x_1) = T_pi(x_0|x_1; beta_1)`` (App. B.2, eq. (44);
-    see :func:`kernel_logit`).  ``p_logit_fn`` is never called at ``t = 1``."""
-    x = xp.asarray(rng.random((n, D)) < sched["pi"]).astype(dtype)  # x_T ~ pi      (n, D)
-    for step in range(sched["T"], 0, -1):
+    see :func:`kernel_logit`).  ``predict`` is never called at ``t = 1``."""
+    x = xp.asarray(rng.random((n, D)) < tables["pi"]).astype(dtype)  # x_T ~ pi      (n, D)
+    for step in range(tables["T"], 0, -1):
         t = xp.full(n, step)
-        logit = p_logit_fn(x, t) if step >= 2 else kernel_logit(x, t, sched)   # eq. (44) at t = 1
+        logit = predict(x, t) if step >= 2 else kernel_logit(x, t, tables)   # eq. (44) at t = 1
         x = (xp.asarray(rng.random((n, D))) < sigmoid(logit)).astype(dtype)
     return x

@@ -36,8 +36,8 @@ from ..bits import LN2, table1_report
 from ..nn.network import NetConfig, Network
 from ..validation import check_array, check_choice, check_positive_int, check_steps
 from .kernel import (bound_all_t, bound_backward, bound_forward, check_binary,
-                     check_uniform, noise_logpmf, p_logit, p_sample_loop, q_sample)
-from .schedule import binomial_schedule, on_backend
+                     check_uniform, log_pi, p_logit, p_sample_loop, q_sample)
+from .schedule import binomial_tables, on_backend
 
 SIGMOID_GAIN = 4.0          # sigma'(0) = 1/4 where tanh'(0) = 1: sigmoid weights 4x the tanh ones
 
@@ -72,19 +72,19 @@ class BinomialDiffusion:
 
     def __init__(self, D=20, T=2000, pi=0.2, hidden=(50, 50, 50), activation="sigmoid",
                  basis="bump", n_bumps=50, t_sampling="stratified"):
-        self.sched = binomial_schedule(T, pi)
-        self.D, self.T, self.pi = check_positive_int("D", D), self.sched["T"], self.sched["pi"]
+        self.host_tables = binomial_tables(T, pi)
+        self.D, self.T, self.pi = check_positive_int("D", D), self.host_tables["T"], self.host_tables["pi"]
         self.net = Network(NetConfig(D=self.D, T=self.T, net="mlp", hidden=tuple(hidden),
                                      activation=activation, basis=basis, n_bumps=n_bumps, n_out=self.D))
         self.step_net = Network(replace(self.net.cfg, basis="identity"))   # see per_step_params
         self.t_sampling = check_choice("t_sampling", t_sampling, ("uniform", "stratified"))
-        self._sched_on = {}
+        self._tables_on = {}
 
-    def _sched(self, xp):
+    def tables(self, xp):
         """The schedule's tables on backend ``xp`` (moved once, then reused)."""
-        if xp.__name__ not in self._sched_on:
-            self._sched_on[xp.__name__] = on_backend(self.sched, xp)
-        return self._sched_on[xp.__name__]
+        if xp.__name__ not in self._tables_on:
+            self._tables_on[xp.__name__] = on_backend(self.host_tables, xp)
+        return self._tables_on[xp.__name__]
 
     def init_params(self, rng, dtype=numpy.float64):
         """Initial parameters (host arrays); the readout is zero, so ``p`` starts as the forward kernel.
@@ -108,7 +108,7 @@ class BinomialDiffusion:
         """
         net, dtype = net or self.net, params["readout.W"].dtype
         z, net_cache = net.forward((2 * xt - 1).astype(dtype), t, params)   # bits as -1/+1  (N, D)
-        logit_p = p_logit(z, xt, t, self._sched(array_module(xt)))          # Table App.1    (N, D)
+        logit_p = p_logit(z, xt, t, self.tables(array_module(xt)))          # Table App.1    (N, D)
         return logit_p, PLogitCache(net_cache, dtype)
 
     def p_logit_backward(self, dlogit_p, cache):
@@ -133,7 +133,7 @@ class BinomialDiffusion:
         step = {**params, "readout.W": W_step, "readout.b": G @ b}     # (H, T, O), (T, O)
         return step, self.step_net
 
-    def p_logit_fn(self, params):
+    def predict(self, params):
         """``(xt, t) -> logit_p`` for evaluation and sampling, through :meth:`per_step_params`."""
         step, net = self.per_step_params(params)
         return lambda xt, t: self.p_logit_forward(xt, t, step, net=net)[0]
@@ -167,10 +167,10 @@ class BinomialDiffusion:
         weights : ndarray of shape (N,), ``1 / P(t_n)`` (``T - 1`` for uniform ``t``)
         """
         x0, t, u, weights = self._check_batch(params, x0, t, u, weights)
-        sched = self._sched(array_module(x0))
-        xt = q_sample(x0, t, u, sched)                                 # frozen noise      (N, D)
+        tables = self.tables(array_module(x0))
+        xt = q_sample(x0, t, u, tables)                                 # frozen noise      (N, D)
         logit_p, p_cache = self.p_logit_forward(xt, t, params)         # (N, D)
-        loss, bound_cache = bound_forward(logit_p, x0, xt, t, weights, sched)   # eq. (14)
+        loss, bound_cache = bound_forward(logit_p, x0, xt, t, weights, tables)   # eq. (14)
         dlogit_p = bound_backward(1.0, bound_cache)                    # (N, D)
         return float(loss), self.p_logit_backward(dlogit_p, p_cache)
 
@@ -207,9 +207,9 @@ class BinomialDiffusion:
         n_eps = check_positive_int("n_eps", n_eps)
         xp = array_module(params["readout.W"])
         x0 = self._check_x0(x0, xp)
-        res = bound_all_t(self.p_logit_fn(params), x0, self._sched(xp), rng, n_eps)
+        res = bound_all_t(self.predict(params), x0, self.tables(xp), rng, n_eps=n_eps)
         K = res["K"]                                                   # (N,) nats
-        out = table1_report(K, to_host(noise_logpmf(x0, self._sched(xp))))   # L_null: log pi(x0)
+        out = table1_report(K, to_host(log_pi(x0, self.tables(xp))))   # L_null: log pi(x0)
         out.update({"K_exact_bits": float(res["K_exact"].mean()) / LN2, "kl_bits_by_t": res["kl_by_t"] / LN2,
                     "K_per_example_nats": K, "n_eps": n_eps})
         out.update({k + "_bits": float(res[k].mean()) / LN2 for k in ("H_q_T", "H_q_1", "H_p_T")})
@@ -219,7 +219,7 @@ class BinomialDiffusion:
         """``n`` samples ``x_0`` as a binary host array (n, D), ending with the fixed step of eq. (44)."""
         n = check_positive_int("n", n)
         W = params["readout.W"]
-        x = p_sample_loop(self.p_logit_fn(params), n, self.D, self._sched(array_module(W)), rng,
+        x = p_sample_loop(self.predict(params), n, self.D, self.tables(array_module(W)), rng,
                           xp=array_module(W), dtype=W.dtype)
         return to_host(x)
 

@@ -67,7 +67,7 @@ def step_logs(beta, pi):
     return llr, logit_kernel
 
 
-def binomial_schedule(T, pi, beta=None):
+def binomial_tables(T, pi, beta=None):
     """Float64 host tables of the forward process (Table App.1).
 
     Parameters
@@ -84,7 +84,7 @@ def binomial_schedule(T, pi, beta=None):
     rate is ``x_0`` itself; row 0 of the logit is unused), ``llr`` = ``log q(x_t = state | x_{t-1} = 1) -
     log q(x_t = state | x_{t-1} = 0)``, ``logit_kernel`` = logit of
     ``T_pi(x_{t-1} = 1 | x_t = state; beta_t)``; per-dimension entropies ``H_q_T``,
-    ``H_q_1`` (by ``x_0``) and ``H_p_T`` (a float); ``log_pi`` (by state).
+    ``H_q_1`` (by ``x_0``) and ``H_p_T`` (a float); ``log_pi_state`` (log pi of each state).
     """
     T, pi = check_positive_int("T", T, 2), check_pi(pi)
     beta = heartbeat_beta(T) if beta is None else numpy.asarray(beta, dtype=numpy.float64)
@@ -100,9 +100,9 @@ def binomial_schedule(T, pi, beta=None):
             "logit_marginal": pad(logit_marginal), "llr": pad(llr), "logit_kernel": pad(logit_kernel),
             "H_q_T": binary_entropy(logit_marginal[-1]), "H_q_1": binary_entropy(logit_marginal[0]),
             "H_p_T": float(binary_entropy(numpy.log(pi) - numpy.log1p(-pi))),
-            "log_pi": numpy.array([numpy.log1p(-pi), numpy.log(pi)])}
+            "log_pi_state": numpy.array([numpy.log1p(-pi), numpy.log(pi)])}
 
 
-def on_backend(sched, xp):
+def on_backend(tables, xp):
     """The schedule with its tables moved to backend ``xp`` (scalars unchanged)."""
-    return {k: xp.asarray(v) if isinstance(v, numpy.ndarray) else v for k, v in sched.items()}
+    return {k: xp.asarray(v) if isinstance(v, numpy.ndarray) else v for k, v in tables.items()}
