@@ -5,11 +5,13 @@ The forward kernel of Table App.1, with noise rate ``pi`` in place of the table'
     q(x_t | x_{t-1}) = T_pi(x_t | x_{t-1}; beta_t) = B(x_t; x_{t-1} (1 - beta_t) + pi beta_t)
 
 and the reverse kernel ``p(x_{t-1} | x_t) = B(x_{t-1}; sigma(logit_p))``, over the tables of
-:mod:`.schedule`.  The same names as the Gaussian wing, for the same quantities:
-``q_sample``, ``q_posterior``, the pairs ``kl_forward`` / ``kl_backward`` and
-``bound_forward`` / ``bound_backward``, ``entropy_terms``, ``bound_all_t``,
-``p_sample_loop``.  ``x_t`` is binary and the schedule fixed, so the only gradient is
-the one with respect to the reverse kernel's logits.  Information is in nats.
+:mod:`.schedule`.  The same names as the Gaussian wing, for the same quantities: the
+pairs ``kl_forward`` / ``kl_backward`` and ``bound_forward`` / ``bound_backward``,
+``entropy_terms``, ``entropy_sum``, ``bound_all_t``, ``log_pi``, ``p_sample_loop``.
+``x_t`` is binary and the schedule fixed, so no gradient flows through the forward
+process: ``q_sample`` and ``q_posterior`` are plain functions here, not pairs, and the
+only gradient is the one with respect to the reverse kernel's logits.  Information is
+in nats.
 
 **The bound**, eq. (14) per example::
 
