@@ -1,56 +1,102 @@
 """The one contract every differentiable piece keeps, checked on all of them at once.
 
-``thing_forward(inputs...) -> (out, cache)`` with a named cache (a ``NamedTuple``),
-``thing_backward(upstream gradients..., cache)`` whose other parameters, if any,
-are keyword-only flags.
+``thing_forward(inputs...) -> (out, cache)`` with a named cache (a ``NamedTuple``);
+``thing_backward(upstream gradients..., cache)``, whose other parameters, if any, are
+keyword-only flags, returns the gradients of the forward's differentiable inputs in
+their order: one array per array input, shaped like it, and a dict for a dict input
+(the parameters of a network, the schedule's tables) with that input's keys.
 """
 import inspect
 
 import numpy as np
 import pytest
 
+from numpy_diffusion.binomial import kernel as binomial_kernel
+from numpy_diffusion.binomial.model import BinomialDiffusion
 from numpy_diffusion.gaussian import bound, forward, reverse, schedule, tables
 from numpy_diffusion.nn import layers, mlp, network, readout
 
 rng = np.random.default_rng(0)
 x, W, b = rng.normal(size=(6, 3)), rng.normal(size=(3, 4)), rng.normal(size=4)
 T, t = 5, np.array([2, 3, 5, 2, 4, 5])
-tab, _ = tables.tables_forward(schedule.baseline_beta(schedule.ScheduleConfig(T=T)))
+beta = schedule.baseline_beta(schedule.ScheduleConfig(T=T))
+tab, _ = tables.tables_forward(beta)
 net_cfg = network.NetConfig(D=3, T=T, hidden=(4,), n_bumps=2, fourier=2)
 net_params = network.init_network(net_cfg, rng)
-G = network.temporal_basis(net_cfg)
+mlp_params = mlp.init_mlp((3, 4, 2), rng)
+W_read, b_read, G = rng.normal(size=(3, 2, 4)), np.zeros((2, 4)), readout.bump_basis(T, 2)
+W_step, b_step = rng.normal(size=(3, T, 4)), np.zeros((T, 4))
+z = rng.normal(size=(6, 6))
+w = np.zeros(3)
+bits = (rng.random((6, 3)) < 0.5).astype(float)
+binomial = BinomialDiffusion(D=3, T=T, pi=0.3, hidden=(4,), basis="bump", n_bumps=2)
+binomial_params = binomial.init_params(rng)
+binomial_tables = binomial.tables(np)
 
-# name -> (forward call, backward function, number of upstream gradients)
+# name -> (forward call, backward, the forward's differentiable inputs in order)
 PAIRS = {
-    "linear": (lambda: layers.linear_forward(x, W, b), layers.linear_backward, 1),
-    **{name: (lambda f=f: f(x), bwd, 1) for name, (f, bwd) in layers.ACTIVATIONS.items()},
-    "fourier": (lambda: layers.fourier_forward(x, W), layers.fourier_backward, 1),
-    "rbf": (lambda: layers.rbf_forward(x, W.T, np.zeros(4)), layers.rbf_backward, 1),
-    "readout": (lambda: readout.readout_forward(x, t, rng.normal(size=(3, 2, 4)), np.zeros((2, 4)),
-                                                readout.bump_basis(T, 2)), readout.readout_backward, 1),
-    "step_readout": (lambda: readout.step_readout_forward(x, t, rng.normal(size=(3, T, 4)), np.zeros((T, 4))),
-                     readout.step_readout_backward, 1),
-    "mlp": (lambda: mlp.mlp_forward(x, mlp.init_mlp((3, 4, 2), rng)), mlp.mlp_backward, 1),
-    "network": (lambda: network.network_forward(x, t, net_params, net_cfg, G), network.network_backward, 1),
-    "tables": (lambda: tables.tables_forward(tab["beta"]), tables.tables_backward, 1),
-    "schedule": (lambda: schedule.schedule_forward(schedule.ScheduleConfig(T=T, learn=True, n_bumps=3),
-                                                   np.zeros(3)), schedule.schedule_backward, 1),
-    "q_sample": (lambda: forward.q_sample_forward(x, t, x, tab), forward.q_sample_backward, 1),
-    "q_posterior": (lambda: forward.q_posterior_forward(x, x, t, tab), forward.q_posterior_backward, 2),
-    "p_mean_logvar": (lambda: reverse.p_mean_logvar_forward(np.zeros((6, 6)), x, t, tab, param="paper"),
-                      reverse.p_mean_logvar_backward, 2),
-    "kl": (lambda: bound.kl_forward(x, x[:, :1], x, x), bound.kl_backward, 1),
-    "bound": (lambda: bound.bound_forward(np.zeros((6, 6)), x, x, t, np.ones(6), tab, param="bounded"),
-              bound.bound_backward, 1),
+    "linear": (lambda: layers.linear_forward(x, W, b), layers.linear_backward, (x, W, b)),
+    **{name: (lambda f=f: f(x), bwd, (x,)) for name, (f, bwd) in layers.ACTIVATIONS.items()},
+    "fourier": (lambda: layers.fourier_forward(x, W), layers.fourier_backward, (x, W)),
+    "rbf": (lambda: layers.rbf_forward(x, W.T, np.zeros(4)), layers.rbf_backward, (x, W.T, np.zeros(4))),
+    "readout": (lambda: readout.readout_forward(x, t, W_read, b_read, G), readout.readout_backward,
+                (x, W_read, b_read)),
+    "step_readout": (lambda: readout.step_readout_forward(x, t, W_step, b_step), readout.step_readout_backward,
+                     (x, W_step, b_step)),
+    "mlp": (lambda: mlp.mlp_forward(x, mlp_params), mlp.mlp_backward, (x, mlp_params)),
+    "network": (lambda: network.network_forward(x, t, net_params, net_cfg, network.temporal_basis(net_cfg)),
+                network.network_backward, (x, net_params)),
+    "tables": (lambda: tables.tables_forward(beta), tables.tables_backward, (beta,)),
+    "schedule": (lambda: schedule.schedule_forward(schedule.ScheduleConfig(T=T, learn=True, n_bumps=3), w),
+                 schedule.schedule_backward, (w,)),
+    "schedule_decrements": (
+        lambda: schedule.schedule_forward(schedule.ScheduleConfig(T=T, learn=True, learned_form="decrements"),
+                                          np.zeros(T - 1)),
+        schedule.schedule_backward, (np.zeros(T - 1),)),
+    "q_sample": (lambda: forward.q_sample_forward(x, t, x, tab), forward.q_sample_backward, (tab,)),
+    "q_posterior": (lambda: forward.q_posterior_forward(x, x, t, tab), forward.q_posterior_backward, (x, tab)),
+    "p_mean_logvar": (lambda: reverse.p_mean_logvar_forward(z, x, t, tab, param="paper"),
+                      reverse.p_mean_logvar_backward, (z, x, tab)),
+    "kl": (lambda: bound.kl_forward(x, x[:, :1], x, x), bound.kl_backward, (x, x[:, :1], x, x)),
+    "bound": (lambda: bound.bound_forward(z, x, x, t, np.ones(6), tab, param="bounded"), bound.bound_backward,
+              (z, x, tab)),
+    "binomial_kl": (lambda: binomial_kernel.kl_forward(x, x), binomial_kernel.kl_backward, (x, x)),
+    "binomial_bound": (lambda: binomial_kernel.bound_forward(x, bits, bits, t, np.ones(6), binomial_tables),
+                       binomial_kernel.bound_backward, (x,)),
+    "binomial_p_logit": (lambda: binomial.p_logit_forward(bits, t, binomial_params), binomial.p_logit_backward,
+                         (binomial_params,)),
 }
 
 
+def ones_like_output(out):
+    """An upstream gradient for each output of a forward (one, or a tuple of them)."""
+    if isinstance(out, dict):                         # the schedule's tables: the differentiable ones
+        return [{k: np.ones_like(v) for k, v in out.items() if k in tables.DIFFERENTIABLE}]
+    outs = out if isinstance(out, tuple) else (out,)
+    return [np.ones_like(np.asarray(o, dtype=float)) for o in outs]
+
+
+def assert_matches(grad, inp, what):
+    if isinstance(inp, dict):
+        assert isinstance(grad, dict) and set(grad) <= set(inp), f"{what}: a dict keyed like its input"
+        for k, g in grad.items():
+            assert np.shape(g) == np.shape(inp[k]), f"{what}[{k!r}]"
+    else:
+        assert np.shape(grad) == np.shape(inp), f"{what}: {np.shape(grad)} vs the input's {np.shape(inp)}"
+
+
 @pytest.mark.parametrize("name", sorted(PAIRS))
-def test_every_pair_has_a_named_cache_and_keyword_only_flags(name):
-    forward_call, backward, n_upstream = PAIRS[name]
-    _, cache = forward_call()
+def test_every_pair_keeps_the_contract(name):
+    forward_call, backward, inputs = PAIRS[name]
+    out, cache = forward_call()
     assert isinstance(cache, tuple) and hasattr(cache, "_fields"), f"{name}: the cache must be a NamedTuple"
+    upstream = ones_like_output(out)
     params = list(inspect.signature(backward).parameters.values())
     positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    assert [p.name for p in positional][-1] == "cache" and len(positional) == n_upstream + 1, name
+    assert [p.name for p in positional][-1] == "cache" and len(positional) == len(upstream) + 1, name
     assert all(p.kind == p.KEYWORD_ONLY for p in params[len(positional):]), f"{name}: flags keyword-only"
+    grads = backward(*upstream, cache)
+    grads = grads if len(inputs) > 1 else (grads,)
+    assert isinstance(grads, tuple) and len(grads) == len(inputs), f"{name}: one gradient per input"
+    for i, (g, inp) in enumerate(zip(grads, inputs)):
+        assert_matches(g, inp, f"{name}, input {i}")
