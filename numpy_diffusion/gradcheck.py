@@ -64,29 +64,46 @@ def numerical_gradient(f, x, delta=1e-6):
     return grad
 
 
-def numerical_jvp(f, x, dout, delta=1e-6):
+def numerical_vjp(f, x, dout, delta=1e-6):
     """Gradient of ``sum(f(x) * dout)``: checks a vector-valued ``f`` with upstream ``dout``."""
     return numerical_gradient(lambda z: (numpy.asarray(f(z)) * dout).sum(), x, delta)
 
 
-def roundoff_floor(f_value, delta=1e-6, tol=1e-5):
+def roundoff_floor(scale, delta=1e-6, tol=1e-5):
     """Smallest gradient entry that central differences resolve to ``tol``.
 
-    The difference quotient carries an absolute round-off of about
-    ``eps |f| / delta``; entries smaller than ``10 eps |f| / (delta tol)`` are
-    compared in absolute terms (this is the ``tiny`` of :func:`rel_error`).
+    A float64 sum carries a round-off of about ``eps`` times the sum of its terms'
+    magnitudes, ``scale`` (``|f|`` when nothing cancels), so the difference quotient
+    carries about ``eps scale / delta``; entries smaller than
+    ``10 eps scale / (delta tol)`` are compared in absolute terms (this is the
+    ``tiny`` of :func:`rel_error`).
     """
-    return max(TINY, 10 * numpy.finfo(numpy.float64).eps * abs(float(f_value)) / (delta * tol))
+    return max(TINY, 10 * numpy.finfo(numpy.float64).eps * abs(float(scale)) / (delta * tol))
 
 
-def check_gradient(f, x, analytic, delta=1e-6, tol=1e-5):
+def check_gradient(f, x, analytic, delta=1e-6, tol=1e-5, scale=None):
     """Relative error between ``analytic`` and the central-difference gradient of ``f`` at ``x``.
 
-    ``f`` is a scalar function reading ``x``; the comparison uses
-    :func:`rel_error` with ``tiny`` set by :func:`roundoff_floor`, so a
+    ``f`` is a scalar function reading ``x``; the comparison uses :func:`rel_error`
+    with ``tiny`` set by :func:`roundoff_floor` from ``scale``, the magnitude of the
+    terms ``f`` adds up (default ``|f(x)|``; give it when the terms cancel), so a
     correct gradient returns well below ``tol`` and a wrong one ``O(1)``.
     """
-    return rel_error(analytic, numerical_gradient(f, x, delta), tiny=roundoff_floor(f(x), delta, tol))
+    scale = abs(float(f(x))) if scale is None else scale
+    return rel_error(analytic, numerical_gradient(f, x, delta), tiny=roundoff_floor(scale, delta, tol))
+
+
+def check_vjp(forward, x, dout, analytic, delta=1e-6, tol=1e-5):
+    """:func:`check_gradient` for a layer: ``analytic`` is the gradient of ``sum(forward(x) * dout)``.
+
+    ``forward`` maps ``x`` to the layer's output (an array); the round-off floor is
+    set by ``sum |forward(x) * dout|``, the magnitude of the terms, so that outputs
+    whose products with ``dout`` cancel do not read as a wrong gradient.
+    """
+    def f(z):
+        return (numpy.asarray(forward(z)) * dout).sum()
+    scale = numpy.abs(numpy.asarray(forward(x)) * dout).sum()
+    return check_gradient(f, x, analytic, delta, tol, scale=scale)
 
 
 def directional_check(loss, theta, grad, rng, delta=1e-6):

@@ -48,3 +48,13 @@ def test_checker_restores_input_and_demands_float64():
         numerical_gradient(lambda z: z.sum(), x.astype(np.float32))
     with pytest.raises(ValueError, match="shape"):
         rel_error(np.zeros(2), np.zeros(3))
+
+
+def test_check_vjp_sets_the_floor_from_the_terms_not_their_cancelling_sum():
+    """sum(out * dout) can be tiny while its terms are not: the round-off is the terms'."""
+    from numpy_diffusion.gradcheck import check_vjp
+    x = np.linspace(-1.0, 1.0, 7)[:, None] * np.ones((1, 3))
+    dout = np.ones_like(x)                                  # sum of sin(x) over a symmetric grid: 0
+    forward = lambda z: np.sin(z)                           # noqa: E731
+    assert check_vjp(forward, x, dout, np.cos(x) * dout) < 1e-7
+    assert check_vjp(forward, x, dout, -np.cos(x) * dout) > 0.5          # a wrong gradient still reads O(1)
