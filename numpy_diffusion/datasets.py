@@ -70,6 +70,23 @@ def swiss_roll_angle_to_point(u, *, standardize=True):
     return (x - SWISS_ROLL_MEAN) / SWISS_ROLL_STD if standardize else x
 
 
+
+def on_roll_fraction(x, within=0.05, n_curve=5000, chunk=512):
+    """Fraction of the rows of ``x`` (n, 2), standardized coordinates, that lie within
+    ``within`` of the noiseless roll (a sample-quality measure; the roll has no width).
+
+    The distance is to the nearest of ``n_curve`` points evenly spaced in angle on the
+    standardized roll (5,000 are at most 4e-3 apart, so a point at distance 0.05 from the
+    curve reads at most 4e-5 farther).  Returns a float in [0, 1].
+    """
+    x = numpy.asarray(x, dtype=numpy.float64)
+    if x.ndim != 2 or x.shape[1] != 2 or x.shape[0] == 0:
+        raise ValueError(f"x must be a non-empty (n, 2) array, got shape {x.shape}")
+    curve = swiss_roll_angle_to_point(numpy.linspace(U_LOW, U_HIGH, check_positive_int("n_curve", n_curve)))
+    near = [((x[s:s + chunk, None, :] - curve[None]) ** 2).sum(axis=2).min(axis=1) <= within ** 2
+            for s in range(0, x.shape[0], check_positive_int("chunk", chunk))]      # (chunk, n_curve) each
+    return float(numpy.concatenate(near).mean())
+
 HEARTBEAT_LENGTH, HEARTBEAT_PERIOD = 20, 5
 
 

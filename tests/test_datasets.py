@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from numpy_diffusion.datasets import (U_HIGH, U_LOW, exact_heartbeat_fraction, heartbeat, swiss_roll,
-                                      swiss_roll_moments)
+from numpy_diffusion.datasets import (U_HIGH, U_LOW, exact_heartbeat_fraction, heartbeat, on_roll_fraction,
+                                      swiss_roll, swiss_roll_angle_to_point, swiss_roll_moments)
 
 
 def test_swiss_roll_moments_match_quadrature_and_data():
@@ -40,3 +40,17 @@ def test_heartbeat_sequences():
     first = x.argmax(1)
     assert set(first) == {0, 1, 2, 3, 4}                            # every phase occurs
     assert exact_heartbeat_fraction(np.zeros((3, 20))) == 0.0
+
+
+def test_on_roll_fraction():
+    rng = np.random.default_rng(0)
+    u = rng.uniform(U_LOW, U_HIGH, 2000)
+    x = swiss_roll_angle_to_point(u)
+    tangent = swiss_roll_angle_to_point(u + 1e-6) - x
+    normal = np.stack([-tangent[:, 1], tangent[:, 0]], 1) / np.linalg.norm(tangent, axis=1, keepdims=True)
+    assert on_roll_fraction(x) == 1.0                                   # points on the roll
+    assert on_roll_fraction(x + 0.03 * normal) == 1.0                   # 0.03 across it
+    assert on_roll_fraction(x + 0.07 * normal) == 0.0                   # 0.07 across it (the arms are > 0.5 apart)
+    assert on_roll_fraction(np.concatenate([x, x + 0.07 * normal])) == 0.5
+    with pytest.raises(ValueError, match="n, 2"):
+        on_roll_fraction(np.zeros((3, 3)))
