@@ -5,9 +5,9 @@
     python demos/benchmark.py --backend cupy    # the same on a GPU
 
 A training step is what :meth:`Trainer.train_step` does: draw data, ``t`` and ``eps``,
-forward, bound, backward (split over ``shards`` threads, see ``numpy_diffusion/parallel.py``),
-Adam.  ``page_faults_per_step`` counts the timed steps' minor page faults (0 once a
-step's arrays are reused, see ``numpy_diffusion/workspace.py``).  ``ms_per_step`` is
+forward, bound, backward (split over ``shards`` threads), Adam.  ``page_faults_per_step``
+counts the timed steps' minor page faults (near 0 once the trainer has raised the
+allocator's thresholds: both in ``numpy_diffusion/run/speed.py``).  ``ms_per_step`` is
 the median over the timed steps after a warm-up.  Each line carries the architecture, so the same model can be built
 elsewhere, and the step's GEMM arithmetic: ``gemm_flops_per_example`` counts only the
 matrix products a step needs, and ``gemm_fraction`` is the rate they run at over the
@@ -25,13 +25,10 @@ import time
 
 import numpy
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from swiss_roll import model_config, parse_args as demo_args        # noqa: E402
-
-from numpy_diffusion.backend import BackendError, get_backend    # noqa: E402
-from numpy_diffusion.datasets import swiss_roll                   # noqa: E402
-from numpy_diffusion.gaussian.model import GaussianDiffusion               # noqa: E402
-from numpy_diffusion.run.training import TrainConfig, Trainer         # noqa: E402
+from numpy_diffusion.backend import BackendError, get_backend
+from numpy_diffusion.datasets import swiss_roll
+from numpy_diffusion.gaussian.model import swiss_roll_model
+from numpy_diffusion.run.training import TrainConfig, Trainer
 
 BATCHES = (1024, 4096, 16384)
 
@@ -45,7 +42,7 @@ def parse_args(argv=None):
     p.add_argument("--batches", type=int, nargs="+", default=list(BATCHES), help="training batch sizes")
     p.add_argument("--steps", type=int, default=30, help="timed training steps per batch size")
     p.add_argument("--shards", type=int, default=0,
-                   help="threads a step splits its batch over (0: the trainer's choice, see parallel.py)")
+                   help="threads a step splits its batch over (0: the trainer's choice, see run/speed.py)")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first")
     p.add_argument("--n-samples", type=int, default=10_000, help="points to sample through all T steps")
     p.add_argument("--repeats", type=int, default=3, help="timed sampling runs (median)")
@@ -126,7 +123,7 @@ def matmul_gflops(xp, dtype, n, repeats):
 def make_trainer(batch, xp, dtype="float32", seed=0, shards=0):
     """A trainer of the default swiss-roll model, as ``demos/swiss_roll.py`` builds it."""
     cfg = TrainConfig(steps=10 ** 9, batch_size=batch, dtype=dtype, seed=seed, shards=shards)
-    return Trainer(GaussianDiffusion(model_config(demo_args([]))), lambda n, rng: swiss_roll(n, rng), cfg, xp)
+    return Trainer(swiss_roll_model(), lambda n, rng: swiss_roll(n, rng), cfg, xp)
 
 
 def bench_training(batch, args, xp, rate):
@@ -150,7 +147,7 @@ def bench_sampling(args, xp):
     model, params = trainer.model, trainer.eval_params
     rng = numpy.random.default_rng(1)
     ms = median_ms(lambda: model.sample(params, args.n_samples, rng), xp, args.repeats, warmup=1)
-    T = model.cfg.net.T
+    T = model.T
     return {"what": "sample", "batch": args.n_samples, "ms_per_step": ms / T, "ms_total": ms,
             "samples_per_s": args.n_samples / ms * 1e3, **architecture(model.cfg)}
 
