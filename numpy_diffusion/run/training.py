@@ -199,21 +199,24 @@ class Trainer:
         """Raise :class:`TrainingDiverged` if this and the last few losses are far beyond the best."""
         recent = [l for _, l in self.losses[-(EXPLOSION_STEPS - 1):]] + [loss]
         if len(recent) == EXPLOSION_STEPS and self.far_beyond_best(recent):
-            raise TrainingDiverged(step - EXPLOSION_STEPS + 1, self._explosion_why(recent))
+            raise TrainingDiverged(step - EXPLOSION_STEPS + 1,
+                                   self._explosion_why("the minibatch loss", recent, self._best, " and stayed there"))
 
-    def _explosion_why(self, losses, what="the minibatch loss"):
-        scale = abs(self.losses[0][1]) + abs(self._best)
-        return (f"{what} went far beyond its best, {self._best:.4g} nats per example, and stayed "
-                f"there (more than {EXPLOSION_FACTOR} x {scale:.3g} above it; losses "
-                f"{', '.join(f'{l:.3g}' for l in losses)}); lower --lr")
+    def _explosion_why(self, what, losses, best, stayed=""):
+        scale = abs(self.losses[0][1]) + abs(best)
+        return (f"{what} went far beyond its best ({best:.4g} nats per example){stayed}: "
+                f"{', '.join(f'{l:.3g}' for l in losses)}, more than {EXPLOSION_FACTOR} x {scale:.3g} "
+                "above it; lower --lr")
 
     def check_loss(self, loss, what="the held-out loss"):
-        """Raise :class:`TrainingDiverged` if ``loss`` (nats per example, e.g. ``-K`` on
-        held-out data at the current step) is not finite or lies far beyond the best."""
+        """Raise :class:`TrainingDiverged` if ``loss`` (nats per example, e.g. ``-K`` on held-out
+        data at the current step, whose noise is small) is not finite or lies far beyond the
+        best minibatch loss so far (:meth:`far_beyond_best`)."""
         if not math.isfinite(loss):
             raise TrainingDiverged(self.step, f"{what} is not finite ({loss}); lower --lr")
-        if self.far_beyond_best([loss]):
-            raise TrainingDiverged(self.step, self._explosion_why([loss], what))
+        best = min((l for _, l in self.losses), default=math.inf)
+        if self.far_beyond_best([loss], best):
+            raise TrainingDiverged(self.step, self._explosion_why(what, [loss], best))
 
     def check_params(self):
         """Raise :class:`TrainingDiverged` unless the parameters (and the EMA) are finite
