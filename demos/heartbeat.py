@@ -30,7 +30,6 @@ Table 1 has -2.414; the best kernel of this form scores -2.370 and the data
 -2.322.  The examples seen, not the readout's resolution or the t sampling,
 set the bound here.
 """
-import argparse
 import math
 import os
 import sys
@@ -39,55 +38,84 @@ from dataclasses import asdict
 import numpy
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cli import (HELD_OUT_SEED_OFFSET, HelpFormatter, Progress, add_common_options,  # noqa: E402
-                 backend_or_exit, report, save_array, train_or_exit)
+from cli import (HELD_OUT_SEED_OFFSET, ArgumentParser, HelpFormatter, Progress,  # noqa: E402
+                 add_common_options, check_backend, check_shards, given_options, guarded, integer,
+                 prepare_run, real, refuse_unused, report, save_array, start_or_resume, train_or_exit)
 
 from numpy_diffusion.run import plots                                           # noqa: E402
 from numpy_diffusion.binomial.model import BinomialDiffusion                # noqa: E402
-from numpy_diffusion.run.checkpoint import CheckpointError, save_json           # noqa: E402
+from numpy_diffusion.run.checkpoint import save_json                        # noqa: E402
 from numpy_diffusion.datasets import exact_heartbeat_fraction, heartbeat    # noqa: E402
 from numpy_diffusion.run.training import TrainConfig, Trainer                   # noqa: E402
 
 PAPER = {"K_bits": -2.414, "K_minus_L_null_bits": 12.024}   # Table 1, binary heartbeat row
 TRUE_LOG_LIKELIHOOD_BITS = math.log2(1 / 5)                 # 5 equally likely sequences: -2.322
+T = 2000                                                    # App. D.1.2
+STEPS = 24000
+OUTPUTS = ("heartbeat.png", "training.png", "samples.npy", "metrics.json")
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
-    p.add_argument("--steps", type=int, default=24000, help="Adam steps")
-    p.add_argument("--batch-size", type=int, default=2048, help="examples per step")
-    p.add_argument("--lr", type=float, default=1e-2, help="peak learning rate (cosine decay)")
+def make_parser():
+    """The options, each checked against its range by argparse."""
+    p = ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
+    p.add_argument("--steps", type=integer(1, 10_000_000), default=None,
+                   help=f"Adam steps of the whole run (default: {STEPS:,}; with --resume: the checkpoint's)")
+    p.add_argument("--batch-size", type=integer(1, 65_536), default=2048, help="examples per step")
+    p.add_argument("--lr", type=real(0, None), default=1e-2, help="peak learning rate (cosine decay)")
     p.add_argument("--basis", choices=("bump", "identity"), default="bump",
                    help="readout over t: bump (shared by neighbouring steps, the default) or "
                         "identity (one readout per step, the paper's App. D.1.2)")
-    p.add_argument("--n-bumps", type=int, default=50, help="bumps J of the bump basis")
+    p.add_argument("--n-bumps", type=integer(1, T), default=50, help="bumps J of the bump basis")
     p.add_argument("--t-sampling", choices=("uniform", "stratified"), default="stratified",
                    help="how each minibatch draws t (both unbiased)")
-    p.add_argument("--ema", type=float, default=0.0,
+    p.add_argument("--ema", type=real(0, 1, lo_open=False, hi_open=True), default=0.0,
                    help="decay of a moving average of the weights used for evaluation (0: off)")
     add_common_options(p, out=os.path.join("runs", "heartbeat"), eval_every=4000, eval_size=2000,
                        n_samples=2000)
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv=None):
+    """The options' values (see :func:`check_args`)."""
+    return check_args(make_parser(), argv)[0]
+
+
+def check_args(p, argv=None):
+    """``(args, given)``: the options' values, and the dests the command line gives; refuses
+    combinations where an option given would go unused, as argparse refuses a bad value."""
+    args, given = p.parse_args(argv), given_options(p, argv)
+    refuse_unused(p, given, "--n-bumps", "n_bumps", args.basis == "identity", "with --basis identity")
+    check_shards(p, args, given)
+    return args, given
+
+
+def saved_settings(config):
+    """The options a checkpoint fixes, by dest, as this demo would have been given them."""
+    model, train = config["model"], config["train"]
+    return {"batch_size": train["batch_size"], "seed": train["seed"], "dtype": train["dtype"],
+            "shards": train["shards"], "ema": train["ema_decay"], "basis": model.get("basis", "identity"),
+            "n_bumps": model.get("n_bumps", 50), "t_sampling": model.get("t_sampling", "uniform")}
+
+
+def make_trainer(args, given, config, xp, data_fn):
+    """A new trainer from the arguments, or one resumed from ``config``'s checkpoint; and the eval history."""
+    def new():
+        model = BinomialDiffusion(D=20, T=T, pi=0.2, hidden=(50, 50, 50), activation="sigmoid",
+                                  basis=args.basis, n_bumps=args.n_bumps, t_sampling=args.t_sampling)
+        cfg = TrainConfig(steps=args.steps or STEPS, batch_size=args.batch_size, lr=args.lr, warmup=100,
+                          seed=args.seed, dtype=args.dtype, ema_decay=args.ema, shards=args.shards)
+        return Trainer(model, data_fn, cfg, xp)
+
+    def resume(path, **overrides):
+        return Trainer.resume(path, BinomialDiffusion.from_config, data_fn, xp, model_class=BinomialDiffusion,
+                              **overrides)[0]
+    return start_or_resume(args, given, config, new, resume)
 
 
 def print_extra(exact):
     """What the heartbeat adds to the Table 1 report."""
     print(f"  true log likelihood log2(1/5) = {TRUE_LOG_LIKELIHOOD_BITS:+.3f} bits/seq (no model can beat it)")
     print(f"  exact heartbeats among the samples: {100 * exact:.1f}%")
-
-
-def make_trainer(args, xp, ck_path, data_fn):
-    """A new trainer from the arguments, or one resumed from ``ck_path``; and the eval history."""
-    if args.resume:
-        trainer, config = Trainer.resume(ck_path, BinomialDiffusion.from_config, data_fn, xp,
-                                         steps=args.steps)
-        print(f"resumed {ck_path} at step {trainer.step}")
-        return trainer, config.get("eval_history", [])
-    model = BinomialDiffusion(D=20, T=2000, pi=0.2, hidden=(50, 50, 50), activation="sigmoid",
-                              basis=args.basis, n_bumps=args.n_bumps, t_sampling=args.t_sampling)
-    cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=100,
-                      seed=args.seed, dtype=args.dtype, ema_decay=args.ema, shards=args.shards)
-    return Trainer(model, data_fn, cfg, xp), []
 
 
 def write_outputs(args, trainer, res, samples, seconds, history):
@@ -116,29 +144,26 @@ def write_outputs(args, trainer, res, samples, seconds, history):
     return exact
 
 
+@guarded
 def main(argv=None):
-    args = parse_args(argv)
-    xp = backend_or_exit(args.backend)
-    ck_path = os.path.join(args.out, "checkpoint.npz")
-    try:
-        trainer, history = make_trainer(args, xp, ck_path, lambda n, rng: heartbeat(n, rng))
-    except (CheckpointError, ValueError) as err:
-        sys.exit(f"error: {err}")
+    parser = make_parser()
+    args, given = check_args(parser, argv)
+    xp = check_backend(parser, args, given)
+    config = prepare_run(parser, args, given, OUTPUTS, "BinomialDiffusion", saved_settings)
+    trainer, history = make_trainer(args, given, config, xp, lambda n, rng: heartbeat(n, rng))
     model, seed = trainer.model, trainer.cfg.seed
     x_val = xp.asarray(heartbeat(args.eval_size, numpy.random.default_rng(seed + HELD_OUT_SEED_OFFSET)))
     print(f"training the heartbeat model: {trainer.params.flat.size} parameters, {model.net.cfg.basis} "
           f"readout over T = {model.T} steps, batch {trainer.cfg.batch_size}, {trainer.cfg.steps} steps, "
           f"{trainer.cfg.dtype} on {xp.__name__}", flush=True)
-    progress = Progress(model, x_val[:500], args, history, trainer.step, unit="bits/seq")
-    seconds = train_or_exit(trainer, progress, ck_path)
+    train_or_exit(trainer, Progress(model, x_val[:500], args, history, trainer, unit="bits/seq"))
     params = trainer.eval_params
     res = model.evaluate(params, x_val, numpy.random.default_rng(seed + 1))
     samples = model.sample(params, args.n_samples, numpy.random.default_rng(seed + 2))
-    exact = write_outputs(args, trainer, res, samples, seconds, history)
-    report(res, PAPER, seconds, trainer.step, unit="bits/seq")
+    exact = write_outputs(args, trainer, res, samples, trainer.seconds, history)
+    report(res, PAPER, trainer.seconds, trainer.step, unit="bits/seq")
     print_extra(exact)
-    print(f"wrote heartbeat.png, training.png, samples.npy, metrics.json, checkpoint.npz "
-          f"to {args.out}/")
+    print(f"wrote {', '.join(OUTPUTS)}, checkpoint.npz to {args.out}/")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ bound_by_t.png, samples.npy, metrics.json, checkpoint.npz (+ checkpoint.json).
 What each option is worth is measured in the README ("What gets the swiss roll
 above the paper").
 """
-import argparse
 import math
 import os
 import sys
@@ -18,13 +17,16 @@ from dataclasses import asdict
 import numpy
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cli import (HELD_OUT_SEED_OFFSET, HelpFormatter, Progress, add_common_options,  # noqa: E402
-                 backend_or_exit, report, save_array, train_or_exit)
+from cli import (HELD_OUT_SEED_OFFSET, ArgumentParser, HelpFormatter, Progress,  # noqa: E402
+                 add_common_options, check_backend, check_shards, given_options, guarded, integer,
+                 prepare_run, real, refuse_unused, report, save_array, start_or_resume, train_or_exit)
 
 from numpy_diffusion.run import plots                                           # noqa: E402
 from numpy_diffusion.backend import to_host                                 # noqa: E402
-from numpy_diffusion.run.checkpoint import CheckpointError, save_json           # noqa: E402
-from numpy_diffusion.datasets import swiss_roll                             # noqa: E402
+from numpy_diffusion.run.checkpoint import save_json                        # noqa: E402
+from numpy_diffusion.bits import standard_error                              # noqa: E402
+from numpy_diffusion.datasets import on_roll_fraction, swiss_roll           # noqa: E402
+from numpy_diffusion.gaussian.likelihood import grouped_estimate, trajectory_log_weights  # noqa: E402
 from numpy_diffusion.gaussian.forward import q_sample_forward                # noqa: E402
 from numpy_diffusion.gaussian.model import GaussianDiffusion, ModelConfig            # noqa: E402
 from numpy_diffusion.nn.network import NetConfig                               # noqa: E402
@@ -32,86 +34,163 @@ from numpy_diffusion.gaussian.schedule import ScheduleConfig                    
 from numpy_diffusion.run.training import TrainConfig, Trainer                   # noqa: E402
 
 PAPER = {"K_bits": 2.35, "K_minus_L_null_bits": 6.45}      # Table 1, swiss roll row
+T = 40                                                      # App. D.1.1
+STEPS = 16000
+LOG_SNR_T = -4.0                                            # the schedule's end: alpha_bar_T = 0.018
+OUTPUTS = ("figure1.png", "training.png", "bound_by_t.png", "samples.npy", "metrics.json")
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
-    p.add_argument("--steps", type=int, default=16000, help="Adam steps")
-    p.add_argument("--batch-size", type=int, default=512, help="examples per step")
-    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (cosine decay)")
+def make_parser():
+    """The options, each checked against its range by argparse."""
+    p = ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
+    p.add_argument("--steps", type=integer(1, 10_000_000), default=None,
+                   help=f"Adam steps of the whole run (default: {STEPS:,}; with --resume: the checkpoint's)")
+    p.add_argument("--batch-size", type=integer(1, 65_536), default=512, help="examples per step")
+    p.add_argument("--lr", type=real(0, None), default=1e-3, help="peak learning rate (cosine decay)")
     p.add_argument("--net", choices=("mlp", "rbf"), default="mlp",
                    help="mlp: the project's network; rbf: the paper's 16-unit normalized RBF")
     p.add_argument("--param", choices=("paper", "reference", "bounded"), default="bounded",
-                   help="reverse-kernel parameterization (SPEC §2)")
+                   help="reverse-kernel parameterization (see the README)")
     beta = p.add_mutually_exclusive_group()
     beta.add_argument("--learn-beta", dest="learn_beta", action="store_true", default=True,
                       help="learn beta_2..T by gradient ascent on K (§2.4.1; the default)")
     beta.add_argument("--fixed-beta", dest="learn_beta", action="store_false",
                       help="keep the log-SNR-linear schedule fixed")
-    p.add_argument("--beta-1", type=float, default=1e-7, help="the fixed first diffusion rate")
+    # below about float32's eps^2 a float32 network cannot resolve the first step's noise, sqrt(beta_1),
+    # on unit-scale data (the bound degrades to nonsense near 1e-30); log SNR at t = 1 must lie above LOG_SNR_T
+    beta_1_max = 1 / (1 + math.exp(LOG_SNR_T))
+    p.add_argument("--beta-1", type=real(1e-14, round(beta_1_max, 3), lo_open=False, hi_open=True),
+                   default=1e-7, help="the fixed first diffusion rate")
     p.add_argument("--basis", choices=("bump", "identity"), default=None,
                    help="temporal readout basis: Gaussian bumps (eq. 63) or one readout per step "
                         "(default: bump for mlp, identity for rbf, as the paper's network)")
-    p.add_argument("--n-bumps", type=int, default=10, help="number of temporal bumps")
-    p.add_argument("--fourier", type=int, default=128,
+    p.add_argument("--n-bumps", type=integer(1, T), default=10, help="number of temporal bumps")
+    p.add_argument("--fourier", type=integer(0, 1024), default=128,
                    help="random Fourier features of x_t fed to the MLP (0: none)")
-    p.add_argument("--fourier-scale", type=float, default=10.0, help="std of the Fourier frequencies")
+    p.add_argument("--fourier-scale", type=real(0, 1e4), default=10.0,
+                   help="std of the Fourier frequencies")
     add_common_options(p, out=os.path.join("runs", "swiss_roll"), eval_every=1000, eval_size=20000,
                        n_samples=5000)
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv=None):
+    """The options' values (see :func:`check_args`)."""
+    return check_args(make_parser(), argv)[0]
+
+
+def check_args(p, argv=None):
+    """``(args, given)``: the options' values, and the dests the command line gives; refuses
+    combinations where an option given would go unused, as argparse refuses a bad value."""
+    args, given = p.parse_args(argv), given_options(p, argv)
+    basis = args.basis or ("identity" if args.net == "rbf" else "bump")
+    refuse_unused(p, given, "--n-bumps", "n_bumps", basis == "identity", "with the identity basis")
+    refuse_unused(p, given, "--fourier", "fourier", args.net == "rbf", "by --net rbf")
+    refuse_unused(p, given, "--fourier-scale", "fourier_scale", args.net == "rbf" or args.fourier == 0,
+                  "without Fourier features (--net mlp and --fourier > 0)")
+    check_shards(p, args, given)
+    return args, given
+
+
+def saved_settings(config):
+    """The options a checkpoint fixes, by dest, as this demo would have been given them."""
+    net, sched, train = config["model"]["net"], config["model"]["schedule"], config["train"]
+    return {"batch_size": train["batch_size"], "seed": train["seed"], "dtype": train["dtype"],
+            "shards": train["shards"], "net": net["net"], "param": config["model"]["param"],
+            "learn_beta": sched["learn"], "beta_1": sched["beta_1"], "basis": net["basis"],
+            "n_bumps": net["n_bumps"], "fourier": net["fourier"], "fourier_scale": net["fourier_scale"]}
 
 
 def model_config(args):
     """The default model: see the README's study for what each choice is worth."""
     if args.net == "rbf":                                   # the paper's network, App. D.1.1
-        net = NetConfig(D=2, T=40, net="rbf", hidden=(16,), basis=args.basis or "identity",
+        net = NetConfig(D=2, T=T, net="rbf", hidden=(16,), basis=args.basis or "identity",
                         n_bumps=args.n_bumps)
     else:
-        net = NetConfig(D=2, T=40, net="mlp", hidden=(128, 128), activation="tanh",
+        net = NetConfig(D=2, T=T, net="mlp", hidden=(128, 128), activation="tanh",
                         basis=args.basis or "bump", n_bumps=args.n_bumps, fourier=args.fourier,
                         fourier_scale=args.fourier_scale)
-    sched = ScheduleConfig(T=40, beta_1=args.beta_1, baseline="logsnr", log_snr_T=-4.0,
+    sched = ScheduleConfig(T=T, beta_1=args.beta_1, baseline="logsnr", log_snr_T=LOG_SNR_T,
                            learn=args.learn_beta, learned_form="decrements")
     return ModelConfig(net=net, schedule=sched, param=args.param)
 
 
-def make_trainer(args, xp, ck_path, data_fn):
-    """A new trainer from the arguments, or one resumed from ``ck_path``; and the eval history."""
-    if args.resume:
-        trainer, config = Trainer.resume(ck_path, lambda d: GaussianDiffusion(ModelConfig.from_dict(d)),
-                                         data_fn, xp, steps=args.steps)
-        print(f"resumed {ck_path} at step {trainer.step}")
-        return trainer, config.get("eval_history", [])
-    cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                      dtype=args.dtype, shards=args.shards)
-    return Trainer(GaussianDiffusion(model_config(args)), data_fn, cfg, xp), []
+def make_trainer(args, given, config, xp, data_fn):
+    """A new trainer from the arguments, or one resumed from ``config``'s checkpoint; and the eval history."""
+    def new():
+        cfg = TrainConfig(steps=args.steps or STEPS, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                          dtype=args.dtype, shards=args.shards)
+        return Trainer(GaussianDiffusion(model_config(args)), data_fn, cfg, xp)
+
+    def resume(path, **overrides):
+        return Trainer.resume(path, GaussianDiffusion.from_config, data_fn, xp, model_class=GaussianDiffusion,
+                              **overrides)[0]
+    return start_or_resume(args, given, config, new, resume)
 
 
-def drift_on_grid(model, params, times, n=15, lim=2.0):
-    """``f_mu(x_t, t) - x_t`` on an ``n x n`` grid (Figure 1, bottom row), keyed by ``times``.
+def drift_near_data(model, params, times, points):
+    """``f_mu(x_s, s) - x_s`` at points drawn from ``q(x_s)`` (Figure 1, bottom row), keyed by ``times``.
 
-    The step ``t = 0 <- 1`` is fixed (App. B.2), so the first column shows the
-    first learned step, ``t = 2``.
+    ``points[s]`` (M, 2) are forward samples at step ``s``: the drift is drawn where the
+    network was trained.  The step ``0 <- 1`` is fixed (App. B.2), so the first column
+    shows the first learned step, ``s = 2``.
     """
-    g = numpy.linspace(-lim, lim, n)
-    grid = numpy.stack(numpy.meshgrid(g, g), -1).reshape(-1, 2)
     drift = {}
     for t in times:
-        mu, _ = model.p_mean_logvar(params, grid, max(t, 2))
-        drift[t] = (grid, to_host(mu) - grid, max(t, 2))
+        s = max(t, 2)
+        mu, _ = model.p_mean_logvar(params, points[s], s)
+        drift[t] = (points[s], to_host(mu) - points[s], s)
     return drift
 
 
-def draw_figure1(model, params, traj, n, seed, xp, path):
-    """Forward samples ``q`` and reverse samples ``p`` at ``t = 0, T/2, T``, and the drift."""
-    T = model.cfg.net.T
-    times = (0, T // 2, T)
+def middle_time(tables):
+    """The ``t`` where ``alpha_bar_t`` is nearest 1/2: the diffusion half way (Figure 1's middle column)."""
+    return int(numpy.argmin(numpy.abs(to_host(tables["alpha_bar"])[1:] - 0.5))) + 1
+
+
+def draw_figure1(model, params, traj, n, seed, xp, path, n_arrows=250):
+    """Forward samples ``q`` and reverse samples ``p`` at ``t = 0``, the ``t`` where ``alpha_bar_t``
+    is nearest 1/2, and ``T``; and the drift at forward samples.  Returns the middle ``t``."""
+    tables = model.tables(params)
+    T, t_mid = model.T, middle_time(tables)
+    times = (0, t_mid, T)
     rng = numpy.random.default_rng(seed + 3)
     x0 = swiss_roll(n, rng)
-    eps, tables = xp.asarray(rng.standard_normal(x0.shape)), model.tables(params)
-    q = {t: x0 if t == 0 else to_host(q_sample_forward(xp.asarray(x0), xp.full(n, t), eps, tables)[0]) for t in times}
+    eps = xp.asarray(rng.standard_normal(x0.shape))
+
+    def q_at(t):
+        return x0 if t == 0 else to_host(q_sample_forward(xp.asarray(x0), xp.full(n, t), eps, tables)[0])
+    q = {t: q_at(t) for t in sorted({*times, 2})}
     p = {t: to_host(traj[t]) for t in times}
-    plots.figure1(times, q, p, drift_on_grid(model, params, times), path)
+    drift = drift_near_data(model, params, times, {s: q[s][:n_arrows] for s in q})
+    alpha_bar = to_host(tables["alpha_bar"])
+    labels = {t: f"$t = {t}$, $\\bar\\alpha_t = {alpha_bar[t]:.2f}$" for t in times[1:]}
+    plots.figure1(times, q, p, drift, path, labels=labels)
+    return t_mid
+
+
+def likelihood_and_samples(model, params, res, samples, eval_size, seed, n_points=500, k=100):
+    """How loose the bound is, and how good the samples are; prints two lines, returns them for metrics.json.
+
+    The importance-weighted log likelihood ``L_k`` (:mod:`numpy_diffusion.gaussian.likelihood`) for
+    ``k = 1, 10, 100`` (from ``k`` trajectories per point), beside ``K`` on the same points, on the
+    first ``eval_size / 40`` held-out points, at most ``n_points`` (a trajectory costs ``T`` network
+    calls per point, the bound ``T - 1``: this is about 2.5 times the bound's evaluation); and the
+    fraction of samples within 0.05 of the noiseless roll.
+    """
+    n = max(1, min(n_points, eval_size // 40))
+    x = swiss_roll(eval_size, numpy.random.default_rng(seed + HELD_OUT_SEED_OFFSET))[:n]   # main's held-out set
+    log_w = trajectory_log_weights(model, params, x, numpy.random.default_rng(seed + 4), k)
+    iw = {j: grouped_estimate(log_w, j) / math.log(2) for j in (1, 10, 100) if j <= k}    # bits per point
+    K = res["K_per_example_nats"][:n] / math.log(2)
+    print(f"  log p (importance-weighted, {n} points): " +
+          ", ".join(f"k = {j}: {v.mean():+.3f} ± {standard_error(v):.3f}" for j, v in iw.items()) +
+          f" bits; K on the same points {K.mean():+.3f}")
+    on_roll = on_roll_fraction(samples)
+    print(f"  samples within 0.05 of the roll: {100 * on_roll:.1f} % of {len(samples)}")
+    return {"iw_log_likelihood_bits": {j: float(v.mean()) for j, v in iw.items()},
+            "iw_log_likelihood_bits_stderr": {j: standard_error(v) for j, v in iw.items()},
+            "iw_points": n, "K_bits_same_points": float(K.mean()), "on_roll_fraction": on_roll}
 
 
 def write_outputs(args, trainer, res, seconds, history):
@@ -119,11 +198,13 @@ def write_outputs(args, trainer, res, seconds, history):
     model, params, seed, out = trainer.model, trainer.eval_params, trainer.cfg.seed, args.out
     samples, traj = model.sample(params, args.n_samples, numpy.random.default_rng(seed + 2), trajectory=True)
     save_array(os.path.join(out, "samples.npy"), to_host(samples))
-    draw_figure1(model, params, traj, args.n_samples, seed, trainer.xp, os.path.join(out, "figure1.png"))
-    if history:
+    t_mid = draw_figure1(model, params, traj, args.n_samples, seed, trainer.xp, os.path.join(out, "figure1.png"))
+    if history:                                     # the run's last point is the final evaluation it reports
         h, loss = numpy.array(history), numpy.array(trainer.losses)
+        h = h[h[:, 0] < trainer.step].reshape(-1, 3)
         plots.training_curve(h[:, 0], h[:, 1], h[:, 2], os.path.join(out, "training.png"),
-                             target=PAPER["K_bits"], minibatch=(loss[:, 0], -loss[:, 1] / math.log(2)))
+                             target=PAPER["K_bits"], minibatch=(loss[:, 0], -loss[:, 1] / math.log(2)),
+                             final=(trainer.step, res["K_bits"], res["K_bits_stderr"], args.eval_size))
     entropy = {"H_q_T": res["H_q_T_bits"], "H_q_1": res["H_q_1_bits"], "H_p_T": res["H_p_T_bits"]}
     plots.bound_by_t(res["kl_bits_by_t"][2:], {"H_q(X_T|X_0)": entropy["H_q_T"],
                                                "-H_q(X_1|X_0)": -entropy["H_q_1"],
@@ -134,30 +215,28 @@ def write_outputs(args, trainer, res, seconds, history):
     metrics.update({"kl_bits_by_t": {t: float(v) for t, v in enumerate(res["kl_bits_by_t"]) if t >= 2},
                     "entropy_bits": entropy, "steps": trainer.step, "seconds": seconds, "seed": seed,
                     "held_out_points": args.eval_size, "paper": PAPER, "model": model.cfg.to_dict(),
-                    "train": asdict(trainer.cfg), "backend": trainer.xp.__name__})
+                    "train": asdict(trainer.cfg), "backend": trainer.xp.__name__, "figure1_middle_t": t_mid})
+    metrics.update(likelihood_and_samples(model, params, res, to_host(samples), args.eval_size, seed))
     save_json(os.path.join(out, "metrics.json"), metrics)
 
 
+@guarded
 def main(argv=None):
-    args = parse_args(argv)
-    xp = backend_or_exit(args.backend)
-    ck_path = os.path.join(args.out, "checkpoint.npz")
-    try:
-        trainer, history = make_trainer(args, xp, ck_path, lambda n, rng: swiss_roll(n, rng))
-    except (CheckpointError, ValueError) as err:
-        sys.exit(f"error: {err}")
+    parser = make_parser()
+    args, given = check_args(parser, argv)
+    xp = check_backend(parser, args, given)
+    config = prepare_run(parser, args, given, OUTPUTS, "GaussianDiffusion", saved_settings)
+    trainer, history = make_trainer(args, given, config, xp, lambda n, rng: swiss_roll(n, rng))
     model, seed = trainer.model, trainer.cfg.seed
     x_val = swiss_roll(args.eval_size, numpy.random.default_rng(seed + HELD_OUT_SEED_OFFSET))
     print(f"training {model.cfg.net.net} network, {trainer.params.flat.size} parameters, "
           f"{model.cfg.param} parameterization, {'learned' if model.cfg.schedule.learn else 'fixed'} beta, "
           f"batch {trainer.cfg.batch_size}, {trainer.cfg.steps} steps on {xp.__name__}", flush=True)
-    progress = Progress(model, x_val[:2000], args, history, trainer.step)
-    seconds = train_or_exit(trainer, progress, ck_path)
+    train_or_exit(trainer, Progress(model, x_val[:2000], args, history, trainer))
     res = model.evaluate(trainer.eval_params, x_val, numpy.random.default_rng(seed + 1))
-    report(res, PAPER, seconds, trainer.step)
-    write_outputs(args, trainer, res, seconds, history)
-    print(f"wrote figure1.png, training.png, bound_by_t.png, samples.npy, metrics.json, checkpoint.npz "
-          f"to {args.out}/")
+    report(res, PAPER, trainer.seconds, trainer.step)
+    write_outputs(args, trainer, res, trainer.seconds, history)
+    print(f"wrote {', '.join(OUTPUTS)}, checkpoint.npz to {args.out}/")
 
 
 if __name__ == "__main__":

@@ -17,10 +17,13 @@ import time
 import numpy
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cli import (ArgumentParser, check_out_folder, guarded, integer, make_out_folder,  # noqa: E402
+                 read_checkpoint, refuse)
+from cli import MAX_SEED, CHECKPOINT                                       # noqa: E402
 
 from numpy_diffusion.run import plots                                          # noqa: E402
 from numpy_diffusion.backend import to_host                                # noqa: E402
-from numpy_diffusion.run.checkpoint import CheckpointError, load_checkpoint, save_json  # noqa: E402
+from numpy_diffusion.run.checkpoint import load_checkpoint, save_json      # noqa: E402
 from numpy_diffusion.datasets import (SWISS_ROLL_MEAN, SWISS_ROLL_STD, U_HIGH, U_LOW,  # noqa: E402
                                       swiss_roll, swiss_roll_angle_to_point)
 from numpy_diffusion.gaussian.model import GaussianDiffusion, ModelConfig           # noqa: E402
@@ -37,23 +40,66 @@ SIGMA_D = 0.3                                            # denoising noise, stan
 HALF_PLANE = (0.5, 4.0)                                  # r(x) = sigmoid(k (x[0] - b)): b, k
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--checkpoint", default=os.path.join("runs", "swiss_roll", "checkpoint.npz"),
+OUTPUTS = ("posterior.png", "posterior_metrics.json")
+
+
+def make_parser():
+    """The options, each checked against its range by argparse."""
+    p = ArgumentParser(description=__doc__.split("\n\n")[0],
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--checkpoint", default=os.path.join("runs", "swiss_roll", CHECKPOINT),
                    help="a trained swiss-roll checkpoint (trained with the defaults if missing)")
     p.add_argument("--out", default=os.path.join("runs", "swiss_roll_posterior"), help="output folder")
-    p.add_argument("--seed", type=int, default=0, help="the one seed of the run")
-    p.add_argument("--particles", type=int, default=2000, help="SMC particles per observation (inpainting)")
-    p.add_argument("--samples", type=int, default=2000, help="paper's-method samples per inpainting value")
-    p.add_argument("--denoise-points", type=int, default=100, help="noisy observations to denoise")
-    p.add_argument("--denoise-particles", type=int, default=300,
+    p.add_argument("--seed", type=integer(0, MAX_SEED), default=0, help="the one seed of the run")
+    p.add_argument("--particles", type=integer(1, 100_000), default=2000,
+                   help="SMC particles per observation (inpainting)")
+    p.add_argument("--samples", type=integer(1, 100_000), default=2000,
+                   help="paper's-method samples per inpainting value")
+    p.add_argument("--denoise-points", type=integer(1, 10_000), default=100, help="noisy observations to denoise")
+    p.add_argument("--denoise-particles", type=integer(1, 100_000), default=300,
                    help="SMC particles / samples per observation")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv=None):
+    """The options' values (see :func:`check_args`)."""
+    return check_args(make_parser(), argv)
+
+
+def check_args(p, argv=None):
+    """The options' values; refuses sizes that together would not fit in memory."""
+    args = p.parse_args(argv)
+    if args.denoise_points * args.denoise_particles > 1_000_000:
+        refuse(p, "--denoise-particles", f"invalid value {args.denoise_particles}: with --denoise-points "
+                                         f"{args.denoise_points}, allowed: at most {1_000_000 // args.denoise_points:,} "
+                                         "(points x particles <= 1,000,000)")
+    return args
+
+
+def check_checkpoint(parser, path):
+    """Refuse a ``--checkpoint`` this demo cannot use, before any work: another model, a model
+    of another dimension, a folder; a missing one only where the default training can write it.
+    Returns whether it is missing (and will be trained)."""
+    if os.path.isdir(path):
+        refuse(parser, "--checkpoint", f"{path!r} is a folder; give the {CHECKPOINT} file in it")
+    if not os.path.lexists(path):
+        if os.path.basename(path) != CHECKPOINT:
+            refuse(parser, "--checkpoint", f"{path!r} does not exist (a missing checkpoint is trained only "
+                                           f"when it is named {CHECKPOINT}, as demos/swiss_roll.py writes it)")
+        import swiss_roll
+        check_out_folder(parser, os.path.dirname(path) or ".", swiss_roll.OUTPUTS, option="--checkpoint")
+        return True
+    config = read_checkpoint(parser, path, "GaussianDiffusion", "--checkpoint")[1]
+    D = config["model"]["net"]["D"]
+    if D != 2:
+        refuse(parser, "--checkpoint", f"{path!r} holds a model of {D}-dimensional data; this demo "
+                                       "needs the 2-dimensional swiss roll's")
+    return False
 
 
 def load_model(path):
-    """The model and its parameters (the EMA if the checkpoint kept one)."""
+    """The model and its parameters (the EMA if the checkpoint kept one); trains the default
+    model into ``path``'s folder first if there is no checkpoint there."""
     if not os.path.isfile(path):
         import swiss_roll
         print(f"no checkpoint at {path}; training the default model (demos/swiss_roll.py)", flush=True)
@@ -206,12 +252,16 @@ def figure(path, dn, inp, hp):
     plots.save_figure(fig, path, plt)
 
 
+@guarded
 def main(argv=None):
-    args = parse_args(argv)
-    try:
-        model, params, step = load_model(args.checkpoint)
-    except (CheckpointError, KeyError, ValueError) as err:
-        sys.exit(f"error: {err}")
+    parser = make_parser()
+    args = check_args(parser, argv)
+    check_out_folder(parser, args.out, OUTPUTS)
+    missing = check_checkpoint(parser, args.checkpoint)
+    make_out_folder(parser, args.out)
+    if missing:
+        make_out_folder(parser, os.path.dirname(args.checkpoint) or ".", option="--checkpoint")
+    model, params, step = load_model(args.checkpoint)
     rng, t0 = numpy.random.default_rng(args.seed), time.perf_counter()
     stage = lambda s: print(f"[{time.perf_counter() - t0:5.0f} s] {s}", flush=True)   # noqa: E731
     stage("Gaussian-model check (closed forms and both samplers)")
@@ -224,7 +274,6 @@ def main(argv=None):
     metrics["denoising"] = dn[-1]
     stage("smooth r: half-plane preference")
     hp, metrics["smooth_half_plane"] = half_plane(model, params, args, rng)
-    os.makedirs(args.out, exist_ok=True)
     figure(os.path.join(args.out, "posterior.png"), dn, inp, hp)
     metrics["seconds"] = time.perf_counter() - t0
     save_json(os.path.join(args.out, "posterior_metrics.json"), metrics)

@@ -4,7 +4,6 @@ import os
 import sys
 
 import numpy as np
-import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "demos"))
 import swiss_roll  # noqa: E402
@@ -29,15 +28,8 @@ def test_swiss_roll_demo_writes_its_outputs(tmp_path, capsys):
     assert samples.shape == (200, 2) and np.isfinite(samples).all()
     swiss_roll.main(args[:1] + ["40"] + args[2:] + ["--resume"])       # continue to step 40
     assert "resumed" in capsys.readouterr().out
-    assert json.loads((out / "metrics.json").read_text())["steps"] == 40
-
-
-def test_swiss_roll_demo_clear_errors(tmp_path):
-    with pytest.raises(SystemExit, match="does not exist"):
-        swiss_roll.main(["--resume", "--out", str(tmp_path / "nothing")])
-    with pytest.raises(SystemExit) as err:
-        swiss_roll.main(["--net", "cnn"])                               # argparse: exit code 2
-    assert err.value.code == 2
+    resumed = json.loads((out / "metrics.json").read_text())
+    assert resumed["steps"] == 40 and resumed["seconds"] > metrics["seconds"]   # the whole run's time
 
 
 import heartbeat  # noqa: E402

@@ -1,0 +1,240 @@
+"""Misuse of the demos, refused before any work.
+
+One table per demo holds bad values for every option it has (zero, negative,
+NaN, infinite, the wrong type, an unknown choice, out of range); each is tried
+as ``--option=value`` against an output folder holding a finished run, and must
+exit with code 2 and one line, ``error: argument --option: ...`` naming the
+value, print nothing else, and leave every file in the folder as it was.  Then
+the same for what is wrong between options, with the output folder, and with a
+checkpoint (another model's, a corrupt one, one that would be overwritten).
+"""
+import hashlib
+import os
+import shutil
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "demos"))
+import cli  # noqa: E402
+import heartbeat  # noqa: E402
+import swiss_roll  # noqa: E402
+import swiss_roll_posterior  # noqa: E402
+
+COMMON = {
+    "--seed": ["-1", "1.5", "x", "nan", str(2 ** 63)],
+    "--dtype": ["float16", "int8", ""],
+    "--backend": ["tensorflow", ""],
+    "--shards": ["-1", "257", "1.5", "nan", "x"],
+    "--eval-every": ["0", "-1", "1.5", "nan", "inf", "x", "10000001"],
+    "--eval-size": ["0", "-5", "2.5", "x", "10000001"],
+    "--n-samples": ["0", "-1", "x", "1000001"],
+    "--steps": ["0", "-1", "1.5", "1e3", "nan", "inf", "x", "10000001"],
+    "--batch-size": ["0", "-1", "2.5", "nan", "x", "65537"],
+    "--lr": ["0", "-0.001", "nan", "inf", "-inf", "x", ""],
+}
+BAD = {
+    "swiss_roll": {**COMMON,
+                   "--net": ["cnn", "MLP", ""],
+                   "--param": ["ddpm", ""],
+                   "--beta-1": ["0", "-1e-7", "1e-15", "1", "0.99", "nan", "inf", "x"],
+                   "--basis": ["fourier", ""],
+                   "--n-bumps": ["0", "-1", "41", "2.5", "nan"],
+                   "--fourier": ["-1", "1025", "1.5", "nan"],
+                   "--fourier-scale": ["0", "-1", "nan", "inf", "1e5", "x"]},
+    "heartbeat": {**COMMON,
+                  "--basis": ["fourier", ""],
+                  "--n-bumps": ["0", "-3", "2001", "1.5"],
+                  "--t-sampling": ["random", ""],
+                  "--ema": ["-0.1", "1", "1.5", "nan", "inf", "x"]},
+    "swiss_roll_posterior": {"--seed": COMMON["--seed"],
+                             "--particles": ["0", "-1", "1.5", "x", "100001"],
+                             "--samples": ["0", "-1", "nan", "100001"],
+                             "--denoise-points": ["0", "-2", "x", "10001"],
+                             "--denoise-particles": ["0", "-2", "inf", "100001"]},
+}
+DEMOS = {"swiss_roll": swiss_roll, "heartbeat": heartbeat, "swiss_roll_posterior": swiss_roll_posterior}
+NOT_VALUES = {"-h", "--help", "--resume", "--overwrite", "--learn-beta", "--fixed-beta", "--out", "--checkpoint"}
+TINY = {"swiss_roll": ["--steps", "2", "--batch-size", "16", "--eval-size", "50", "--n-samples", "20"],
+        "heartbeat": ["--steps", "2", "--batch-size", "16", "--eval-size", "20", "--n-samples", "20",
+                      "--n-bumps", "5"]}
+
+
+def options_of(demo):
+    """Every option string of a demo's parser."""
+    return {s for a in demo.make_parser()._actions for s in a.option_strings if s.startswith("--") or s == "-h"}
+
+
+def snapshot(folder):
+    """Every file below ``folder``, by relative path, with its bytes' hash."""
+    out = {}
+    for root, _, files in os.walk(folder):
+        for f in files:
+            path = os.path.join(root, f)
+            with open(path, "rb") as fh:
+                out[os.path.relpath(path, folder)] = hashlib.sha256(fh.read()).hexdigest()
+    return out
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A finished tiny run of each training demo (its folder is only ever read)."""
+    runs = {}
+    for name in TINY:
+        out = tmp_path_factory.mktemp(name) / "run"
+        DEMOS[name].main(TINY[name] + ["--out", str(out)])
+        runs[name] = out
+    return runs
+
+
+def refused(capsys, main, argv, option):
+    """Run ``main(argv)``; it must exit 2 with one line naming ``option`` and nothing on stdout."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    out, err = capsys.readouterr()
+    assert exit_.value.code == 2, (argv, exit_.value.code, err)
+    assert out == "", (argv, out)
+    assert err.endswith("\n") and err.count("\n") == 1, (argv, err)
+    assert err.startswith(f"error: argument {option}" if option else "error: "), (argv, err)
+    assert "Traceback" not in err
+    return err
+
+
+@pytest.mark.parametrize("name", BAD)
+def test_the_tables_cover_every_option(name):
+    assert options_of(DEMOS[name]) - NOT_VALUES == set(BAD[name])
+
+
+@pytest.mark.parametrize("name", BAD)
+def test_every_bad_value_is_refused_in_one_line_before_any_work(name, finished, tmp_path, capsys):
+    if name == "swiss_roll_posterior":
+        out, extra = tmp_path / "post", ["--checkpoint", str(finished["swiss_roll"] / "checkpoint.npz")]
+        shutil.copytree(finished["swiss_roll"], out)
+    else:
+        out, extra = finished[name], []
+    before = snapshot(out)
+    for option, values in BAD[name].items():
+        for value in values:
+            err = refused(capsys, DEMOS[name].main, extra + [f"{option}={value}", "--out", str(out)], option)
+            assert repr(value) in err, (option, value, err)
+            assert snapshot(out) == before, (option, value)
+
+
+BETWEEN = {
+    "swiss_roll": [(["--shards=513", "--batch-size=512"], "--shards"),
+                   (["--net=rbf", "--fourier=64"], "--fourier"),
+                   (["--net=rbf", "--fourier-scale=3"], "--fourier-scale"),
+                   (["--fourier=0", "--fourier-scale=3"], "--fourier-scale"),
+                   (["--basis=identity", "--n-bumps=5"], "--n-bumps"),
+                   (["--net=rbf", "--n-bumps=5"], "--n-bumps"),
+                   (["--resume", "--overwrite"], "--overwrite"),
+                   (["--learn-beta", "--fixed-beta"], "--fixed-beta"),
+                   (["--lr", "-inf"], "--lr"),
+                   (["--steps"], "--steps"),
+                   (["--bogus"], None),
+                   (["extra"], None)],
+    "heartbeat": [(["--shards=9", "--batch-size=8"], "--shards"),
+                  (["--basis=identity", "--n-bumps=5"], "--n-bumps"),
+                  (["--overwrite", "--resume"], "--resume"),
+                  (["--ema"], "--ema")],
+    "swiss_roll_posterior": [(["--denoise-points=10000", "--denoise-particles=101"], "--denoise-particles"),
+                             (["--particles"], "--particles")],
+}
+
+
+@pytest.mark.parametrize("name", BETWEEN)
+def test_options_that_contradict_each_other_are_refused(name, finished, capsys):
+    out = finished.get(name, finished["swiss_roll"])
+    before = snapshot(out)
+    for argv, option in BETWEEN[name]:
+        refused(capsys, DEMOS[name].main, argv + ["--out", str(out)], option)
+        assert snapshot(out) == before, argv
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_an_unusable_out_folder_is_refused_before_any_work(name, tmp_path, capsys, monkeypatch):
+    main, tiny = DEMOS[name].main, TINY[name]
+    (tmp_path / "file").write_text("keep me")
+    err = refused(capsys, main, tiny + ["--out", str(tmp_path / "file")], "--out")
+    assert "is a file, not a folder" in err
+    err = refused(capsys, main, tiny + ["--out", str(tmp_path / "file" / "run")], "--out")
+    assert "which is a file, not a folder" in err
+    (tmp_path / "odd" / "metrics.json").mkdir(parents=True)
+    err = refused(capsys, main, tiny + ["--out", str(tmp_path / "odd")], "--out")
+    assert "metrics.json' is not a file" in err
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    if os.geteuid() != 0:
+        locked.chmod(0o500)                                  # read-only to its owner
+    else:                                                    # root writes anywhere: as if read-only
+        def denied(*a, **k):
+            raise PermissionError(13, "Permission denied")
+        monkeypatch.setattr(cli.tempfile, "mkstemp", denied)
+    err = refused(capsys, main, tiny + ["--out", str(locked)], "--out")
+    assert "cannot write to" in err and "Permission denied" in err
+    monkeypatch.undo()
+    locked.chmod(0o700)
+    assert sorted(os.listdir(tmp_path)) == ["file", "locked", "odd"] and os.listdir(locked) == []
+    assert (tmp_path / "file").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_a_run_in_out_is_continued_or_replaced_only_when_asked(name, finished, tmp_path, capsys):
+    main, tiny, out = DEMOS[name].main, TINY[name], finished[name]
+    other = finished["heartbeat" if name == "swiss_roll" else "swiss_roll"]
+    before = snapshot(out)
+    err = refused(capsys, main, tiny + ["--out", str(out)], "--out")
+    assert "already holds a run (step 2)" in err and "--resume" in err and "--overwrite" in err
+    err = refused(capsys, main, tiny + ["--resume", "--steps", "1", "--out", str(out)], "--steps")
+    assert "'1'" not in err and "invalid value 1: the checkpoint is at step 2" in err
+    err = refused(capsys, main, tiny[:2] + ["--resume", "--batch-size", "7", "--out", str(out)], "--batch-size")
+    assert "7 differs from the checkpoint's 16" in err
+    err = refused(capsys, main, ["--resume", "--dtype", "float64", "--out", str(out)], "--dtype")
+    assert "float64 differs from the checkpoint's float32" in err
+    err = refused(capsys, main, ["--resume", "--out", str(other)], "--out")
+    want, found = (("GaussianDiffusion", "BinomialDiffusion") if name == "swiss_roll"
+                   else ("BinomialDiffusion", "GaussianDiffusion"))
+    assert f"holds a {found} model; this demo needs a {want} model" in err
+    assert snapshot(out) == before
+    err = refused(capsys, main, ["--resume", "--out", str(tmp_path / "none")], "--resume")
+    assert "there is no checkpoint" in err and not (tmp_path / "none").exists()
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "checkpoint.npz").write_bytes(b"not a checkpoint")
+    err = refused(capsys, main, ["--resume", "--out", str(tmp_path / "bad")], "--out")
+    assert "is corrupt or not an .npz file" in err
+    err = refused(capsys, main, tiny + ["--out", str(tmp_path / "bad")], "--out")
+    assert "already holds a run; add --resume" in err
+    assert (tmp_path / "bad" / "checkpoint.npz").read_bytes() == b"not a checkpoint"
+
+
+def test_the_posterior_demo_refuses_checkpoints_it_cannot_use(finished, tmp_path, capsys):
+    main = swiss_roll_posterior.main
+    out = tmp_path / "post"
+    err = refused(capsys, main, ["--checkpoint", str(finished["heartbeat"] / "checkpoint.npz"),
+                                 "--out", str(out)], "--checkpoint")
+    assert "holds a BinomialDiffusion model; this demo needs a GaussianDiffusion model" in err
+    err = refused(capsys, main, ["--checkpoint", str(finished["swiss_roll"]), "--out", str(out)], "--checkpoint")
+    assert "is a folder" in err
+    err = refused(capsys, main, ["--checkpoint", str(tmp_path / "ck.npz"), "--out", str(out)], "--checkpoint")
+    assert "does not exist" in err
+    (tmp_path / "file").write_text("")
+    err = refused(capsys, main, ["--checkpoint", str(tmp_path / "file" / "checkpoint.npz"), "--out", str(out)],
+                  "--checkpoint")
+    assert "file' is a file, not a folder" in err
+    err = refused(capsys, main, ["--checkpoint", str(finished["swiss_roll"] / "checkpoint.npz"),
+                                 "--out", str(tmp_path / "file")], "--out")
+    assert sorted(os.listdir(tmp_path)) == ["file"]
+
+
+def test_an_unusable_backend_is_refused(finished, capsys):
+    try:
+        from numpy_diffusion.backend import get_backend
+        get_backend("cupy")
+        pytest.skip("CuPy works here")
+    except Exception:
+        pass
+    out = finished["swiss_roll"]
+    before = snapshot(out)
+    refused(capsys, swiss_roll.main, ["--backend", "cupy", "--out", str(out)], "--backend")
+    assert snapshot(out) == before
