@@ -28,15 +28,13 @@ from numpy_diffusion.bits import standard_error                              # n
 from numpy_diffusion.datasets import on_roll_fraction, swiss_roll           # noqa: E402
 from numpy_diffusion.gaussian.likelihood import grouped_estimate, trajectory_log_weights  # noqa: E402
 from numpy_diffusion.gaussian.forward import q_sample_forward                # noqa: E402
-from numpy_diffusion.gaussian.model import GaussianDiffusion, ModelConfig            # noqa: E402
-from numpy_diffusion.nn.network import NetConfig                               # noqa: E402
-from numpy_diffusion.gaussian.schedule import ScheduleConfig                         # noqa: E402
+from numpy_diffusion.gaussian.model import GaussianDiffusion, swiss_roll_model     # noqa: E402
 from numpy_diffusion.run.training import TrainConfig, Trainer                   # noqa: E402
 
 PAPER = {"K_bits": 2.35, "K_minus_L_null_bits": 6.45}      # Table 1, swiss roll row
-T = 40                                                      # App. D.1.1
+DEFAULT = swiss_roll_model().cfg                            # T = 40 (App. D.1.1), the schedule's ends
+T, LOG_SNR_T = DEFAULT.net.T, DEFAULT.schedule.log_snr_T
 STEPS = 16000
-LOG_SNR_T = -4.0                                            # the schedule's end: alpha_bar_T = 0.018
 OUTPUTS = ("figure1.png", "training.png", "bound_by_t.png", "samples.npy", "metrics.json")
 
 
@@ -101,18 +99,11 @@ def saved_settings(config):
             "n_bumps": net["n_bumps"], "fourier": net["fourier"], "fourier_scale": net["fourier_scale"]}
 
 
-def model_config(args):
-    """The default model: see the README's study for what each choice is worth."""
-    if args.net == "rbf":                                   # the paper's network, App. D.1.1
-        net = NetConfig(D=2, T=T, net="rbf", hidden=(16,), basis=args.basis or "identity",
-                        n_bumps=args.n_bumps)
-    else:
-        net = NetConfig(D=2, T=T, net="mlp", hidden=(128, 128), activation="tanh",
-                        basis=args.basis or "bump", n_bumps=args.n_bumps, fourier=args.fourier,
-                        fourier_scale=args.fourier_scale)
-    sched = ScheduleConfig(T=T, beta_1=args.beta_1, baseline="logsnr", log_snr_T=LOG_SNR_T,
-                           learn=args.learn_beta, learned_form="decrements")
-    return ModelConfig(net=net, schedule=sched, param=args.param)
+def demo_model(args):
+    """The default model (:func:`swiss_roll_model`) with the choices the options make."""
+    return swiss_roll_model(net=args.net, param=args.param, learn_beta=args.learn_beta, beta_1=args.beta_1,
+                            basis=args.basis, n_bumps=args.n_bumps, fourier=args.fourier,
+                            fourier_scale=args.fourier_scale)
 
 
 def make_trainer(args, given, config, xp, data_fn):
@@ -120,7 +111,7 @@ def make_trainer(args, given, config, xp, data_fn):
     def new():
         cfg = TrainConfig(steps=args.steps or STEPS, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                           dtype=args.dtype, shards=args.shards)
-        return Trainer(GaussianDiffusion(model_config(args)), data_fn, cfg, xp)
+        return Trainer(demo_model(args), data_fn, cfg, xp)
 
     def resume(path, **overrides):
         return Trainer.resume(path, GaussianDiffusion.from_config, data_fn, xp, model_class=GaussianDiffusion,

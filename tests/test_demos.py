@@ -11,7 +11,7 @@ import swiss_roll  # noqa: E402
 
 def test_swiss_roll_demo_writes_its_outputs(tmp_path, capsys):
     out = tmp_path / "run"
-    args = ["--steps", "30", "--batch-size", "64", "--eval-every", "15", "--eval-size", "300",
+    args = ["--steps", "30", "--batch-size", "64", "--eval-every", "11", "--eval-size", "300",
             "--n-samples", "200", "--out", str(out)]
     swiss_roll.main(args)
     printed = capsys.readouterr().out
@@ -30,6 +30,8 @@ def test_swiss_roll_demo_writes_its_outputs(tmp_path, capsys):
     assert "resumed" in capsys.readouterr().out
     resumed = json.loads((out / "metrics.json").read_text())
     assert resumed["steps"] == 40 and resumed["seconds"] > metrics["seconds"]   # the whole run's time
+    history = json.loads((out / "checkpoint.json").read_text())["eval_history"]
+    assert [h[0] for h in history] == [11, 22, 30, 33, 40]          # every 11 steps, and each run's end
 
 
 import heartbeat  # noqa: E402

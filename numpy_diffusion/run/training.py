@@ -19,13 +19,9 @@ of the config, so it too is fixed for a run), and the process keeps freed
 memory for the next step instead of returning it to the operating system.
 The library never prints: pass ``callback`` to see progress.
 
-A run that diverges stops with :class:`TrainingDiverged`, naming the step,
-before the step's update is applied and before anything diverged is saved.
-It diverges when the loss or a gradient is not finite, when the parameters
-are not finite after an Adam step, when the model finds its parameters no
-longer describe a model (a learned schedule that leaves (0, 1):
-:class:`~numpy_diffusion.gaussian.tables.ScheduleError`), or when the loss
-stays far beyond its running best (:meth:`Trainer.far_beyond_best`).
+A run that diverges stops with :class:`~.divergence.TrainingDiverged`, naming
+the step, before the step's update is applied and before anything diverged is
+saved (:mod:`divergence` says when a run has diverged).
 """
 import json
 import math
@@ -36,22 +32,12 @@ from dataclasses import asdict, dataclass, replace
 import numpy
 
 from .checkpoint import CheckpointError, check_model_class, load_checkpoint, save_checkpoint
+from .divergence import (EXPLOSION_STEPS, TrainingDiverged, check_held_out, check_minibatch,
+                         probe_loss)
 from ..gaussian.tables import ScheduleError
 from ..nn.optim import Adam, ParamVector, cosine_lr
 from .speed import auto_shards, blas_threads, raise_malloc_thresholds, shard_slices
 from ..validation import check_choice, check_positive_int
-
-
-EXPLOSION_FACTOR = 10      # "far beyond": 10 times the loss's scale (Trainer.far_beyond_best)
-EXPLOSION_STEPS = 5        # ... on this many steps running
-
-
-class TrainingDiverged(RuntimeError):
-    """Training diverged; the message names the step (also kept as ``step``)."""
-
-    def __init__(self, step, why):
-        super().__init__(f"training diverged at step {step}: {why}")
-        self.step = step
 
 
 @dataclass
@@ -142,81 +128,45 @@ class Trainer:
     def train_step(self):
         """One Adam step on a fresh minibatch; returns the minibatch loss (nats per example).
 
-        Raises :class:`TrainingDiverged` (see the module docstring); the step's
-        update is applied only when its loss and gradient are sound.
+        Raises :class:`TrainingDiverged` (:mod:`divergence`); the step's update
+        is applied only when its loss and gradient are sound.
         """
         N, step = self.cfg.batch_size, self.step + 1
         x0 = self.data_fn(N, self.rng)
         batch = tuple(self.xp.asarray(a) for a in (x0, *self.model.draw(self.rng, N)))
-        self._probe = tuple(a[:2].copy() for a in batch)   # for check_params
+        self._probe = tuple(a[:2].copy() for a in batch)             # for check_params
         try:
             loss = self.loss_and_grads(batch)
         except ScheduleError as err:
             raise TrainingDiverged(step, f"the learned schedule left (0, 1) ({err}); lower --lr") from err
-        if not (math.isfinite(loss) and bool(self.xp.isfinite(self.grads.flat).all())):
-            what = "loss" if not math.isfinite(loss) else "gradient"
-            raise TrainingDiverged(step, f"the {what} is not finite (loss {loss}); lower --lr or check the data")
-        self._check_explosion(step, loss)
-        with numpy.errstate(over="ignore", invalid="ignore"):    # checked next
-            self.opt.step(self.params.flat, self.grads.flat, self.cfg.lr_at(self.step))
+        recent = [l for _, l in self.losses[-(EXPLOSION_STEPS - 1):]]
+        check_minibatch(step, loss, bool(self.xp.isfinite(self.grads.flat).all()), recent,
+                        self.losses[0][1] if self.losses else loss, self._best)
+        self._update(step)
+        self.step = step
+        self.losses.append((step, loss))
+        if len(self.losses) >= EXPLOSION_STEPS:                      # the next window starts after it
+            self._best = min(self._best, self.losses[-EXPLOSION_STEPS][1])
+        return loss
+
+    def _update(self, step):
+        """The Adam step (and the EMA) from the gradient in ``self.grads``."""
+        lr = self.cfg.lr_at(step - 1)
+        with numpy.errstate(over="ignore", invalid="ignore"):        # checked next
+            self.opt.step(self.params.flat, self.grads.flat, lr)
         if not bool(self.xp.isfinite(self.params.flat).all()):
             raise TrainingDiverged(step, f"the parameters are not finite after the Adam step "
-                                         f"(learning rate {self.cfg.lr_at(self.step):.3g}); lower --lr")
+                                         f"(learning rate {lr:.3g}); lower --lr")
         if self.ema is not None:
             d = self.cfg.ema_decay
             self.ema.flat *= d
             self.ema.flat += (1 - d) * self.params.flat
-        self.step = step
-        self.losses.append((step, loss))
-        if len(self.losses) >= EXPLOSION_STEPS:                 # the next window starts after it
-            self._best = min(self._best, self.losses[-EXPLOSION_STEPS][1])
-        return loss
-
-    def far_beyond_best(self, losses, best=None):
-        """Whether every one of ``losses`` (nats per example) lies far beyond the best loss.
-
-        "Far beyond" is more than ``EXPLOSION_FACTOR = 10`` times the loss's
-        scale ``|L_1| + |best|`` above ``best`` (default: the best minibatch loss
-        before the last ``EXPLOSION_STEPS``), where ``L_1`` is the first step's
-        loss: the untrained model, which starts at the forward kernel, so
-        ``L_1`` is about ``-L_null``, the problem's size in nats.  Minibatch
-        losses are heavy-tailed (a few examples at small ``t``, weighted
-        ``T - 1``, can lift one batch's loss tenfold) but independent from step
-        to step, so :meth:`train_step` asks it of ``EXPLOSION_STEPS = 5`` losses
-        running: a healthy run does not repeat such a spike five times, a
-        diverged one does not come back.  Measured on healthy swiss-roll runs
-        (the default's 16,000 steps; 3,000 steps at batch 1, 8, 64) and the
-        default heartbeat run, the five-step excess never passed 1.7 times the
-        scale.  A held-out evaluation, which has little noise, is checked alone.
-        """
-        best = self._best if best is None else best
-        if not self.losses or not math.isfinite(best):
-            return False
-        scale = abs(self.losses[0][1]) + abs(best)
-        return min(losses) - best > EXPLOSION_FACTOR * scale
-
-    def _check_explosion(self, step, loss):
-        """Raise :class:`TrainingDiverged` if this and the last few losses are far beyond the best."""
-        recent = [l for _, l in self.losses[-(EXPLOSION_STEPS - 1):]] + [loss]
-        if len(recent) == EXPLOSION_STEPS and self.far_beyond_best(recent):
-            raise TrainingDiverged(step - EXPLOSION_STEPS + 1,
-                                   self._explosion_why("the minibatch loss", recent, self._best, " and stayed there"))
-
-    def _explosion_why(self, what, losses, best, stayed=""):
-        scale = abs(self.losses[0][1]) + abs(best)
-        return (f"{what} went far beyond its best ({best:.4g} nats per example){stayed}: "
-                f"{', '.join(f'{l:.3g}' for l in losses)}, more than {EXPLOSION_FACTOR} x {scale:.3g} "
-                "above it; lower --lr")
 
     def check_loss(self, loss, what="the held-out loss"):
-        """Raise :class:`TrainingDiverged` if ``loss`` (nats per example, e.g. ``-K`` on held-out
-        data at the current step, whose noise is small) is not finite or lies far beyond the
-        best minibatch loss so far (:meth:`far_beyond_best`)."""
-        if not math.isfinite(loss):
-            raise TrainingDiverged(self.step, f"{what} is not finite ({loss}); lower --lr")
+        """Raise :class:`TrainingDiverged` if ``loss`` (nats per example: ``-K`` on held-out
+        data at the current step) is not finite or far beyond the best minibatch loss so far."""
         best = min((l for _, l in self.losses), default=math.inf)
-        if self.far_beyond_best([loss], best):
-            raise TrainingDiverged(self.step, self._explosion_why(what, [loss], best))
+        check_held_out(self.step, loss, self.losses[0][1] if self.losses else loss, best, what)
 
     def check_params(self):
         """Raise :class:`TrainingDiverged` unless the parameters (and the EMA) are finite
@@ -232,14 +182,8 @@ class Trainer:
                 continue
             if not bool(self.xp.isfinite(vec.flat).all()):
                 raise TrainingDiverged(self.step, f"the {name} are not finite")
-            try:
-                with numpy.errstate(over="ignore", invalid="ignore", divide="ignore"):
-                    loss, _ = self.model.loss_and_grads(vec.views, *probe)
-            except ScheduleError as err:
-                raise TrainingDiverged(self.step, f"with these {name} the learned schedule "
-                                                  f"leaves (0, 1) ({err})") from err
-            if not math.isfinite(float(loss)):
-                raise TrainingDiverged(self.step, f"the {name} give a non-finite loss")
+            with numpy.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                probe_loss(self.step, name, lambda: self.model.loss_and_grads(vec.views, *probe)[0])
 
     def loss_and_grads(self, batch):
         """The loss of ``batch = (x0, *model.draw(rng, N))`` at the current parameters;
