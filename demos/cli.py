@@ -14,6 +14,10 @@ promises, checked here before any work starts:
 """
 import argparse
 import io
+try:
+    import fcntl
+except ImportError:                                         # no flock (Windows): no folder lock
+    fcntl = None
 import math
 import os
 import re
@@ -126,8 +130,8 @@ def add_common_options(p, out, eval_every, eval_size, n_samples, max_samples=1_0
                        help=f"start over, replacing the run in OUT (its {CHECKPOINT} and outputs)")
     p.add_argument("--eval-every", type=integer(1, 10_000_000), default=eval_every,
                    help="held-out evaluation (and checkpoint) interval, in steps")
-    p.add_argument("--eval-size", type=integer(1, 10_000_000), default=eval_size,
-                   help="held-out examples, final evaluation")
+    p.add_argument("--eval-size", type=integer(2, 10_000_000), default=eval_size,
+                   help="held-out examples, final evaluation (two at least: a standard error needs two)")
     p.add_argument("--n-samples", type=integer(1, max_samples), default=n_samples,
                    help="reverse samples to save")
 
@@ -158,6 +162,8 @@ def refuse_unused(parser, given, option, dest, when, reason):
 def check_out_folder(parser, out, outputs, option="--out"):
     """Refuse an output folder that cannot be one, changing nothing: a file, a path under a
     file, or a folder where one of the ``outputs`` (file names) is something other than a file."""
+    if not out.strip():
+        refuse(parser, option, f"invalid value {out!r}: allowed: a folder name")
     if os.path.lexists(out) and not os.path.isdir(out):
         refuse(parser, option, f"{out!r} is a file, not a folder")
     up = os.path.abspath(out)
@@ -184,6 +190,24 @@ def make_out_folder(parser, out, option="--out"):
     stale = remove_stale_temporaries(out)
     if stale:
         print(f"removed {len(stale)} temporary file(s) that interrupted writes left in {out}", flush=True)
+
+
+_HELD = {}                                                  # folder -> descriptor holding its lock
+
+
+def hold_folder(parser, out, option="--out"):
+    """Lock folder ``out`` for this process until :func:`guarded`'s ``main`` returns, or refuse
+    it if another run holds it: two runs never write one checkpoint.  A missing folder waits."""
+    key = os.path.realpath(out)
+    if key in _HELD or not os.path.isdir(out) or fcntl is None:
+        return
+    fd = os.open(out, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        refuse(parser, option, f"another run is writing to {out!r} now; let it end, or choose another folder")
+    _HELD[key] = fd
 
 
 def read_checkpoint(parser, path, model_class, option):
@@ -224,13 +248,18 @@ def prepare_run(parser, args, given, outputs, model_class, saved_settings):
     """
     ck, files = os.path.join(args.out, CHECKPOINT), outputs + (CHECKPOINT, "checkpoint.json")
     check_out_folder(parser, args.out, files)
+    hold_folder(parser, args.out)
     config = None
     if args.resume:
         if not os.path.lexists(ck):
             refuse(parser, "--resume", f"there is no checkpoint {ck!r} to resume; leave --resume out to "
                                        "start a new run")
         config = read_checkpoint(parser, ck, model_class, "--out")[1]
-        check_resume(parser, args, given, config, saved_settings(config))
+        try:
+            saved = saved_settings(config)
+        except (KeyError, TypeError) as err:
+            refuse(parser, "--out", f"{ck!r} carries settings this demo cannot read (no {err})")
+        check_resume(parser, args, given, config, saved)
     elif os.path.lexists(ck) and not args.overwrite:
         try:
             step = f" (step {load_checkpoint(ck)[1]['step']:,})"
@@ -239,6 +268,7 @@ def prepare_run(parser, args, given, outputs, model_class, saved_settings):
         refuse(parser, "--out", f"{ck!r} already holds a run{step}; add --resume to continue it, or "
                                 "--overwrite to start over and replace it")
     make_out_folder(parser, args.out)
+    hold_folder(parser, args.out)
     if args.overwrite:
         for name in files:
             if os.path.isfile(os.path.join(args.out, name)):
@@ -246,10 +276,11 @@ def prepare_run(parser, args, given, outputs, model_class, saved_settings):
     return config
 
 
-def start_or_resume(args, given, config, new_trainer, resume_trainer):
+def start_or_resume(parser, args, given, config, new_trainer, resume_trainer):
     """The trainer of this run, with its checkpoint in ``--out`` (a new run saves step 0
     at once), and the history of held-out evaluations.  ``new_trainer()`` makes a new
-    trainer, ``resume_trainer(path, **overrides)`` resumes one."""
+    trainer, ``resume_trainer(path, **overrides)`` resumes one; a checkpoint that does not
+    make a trainer whose parameters make a model is refused."""
     ck = os.path.join(args.out, CHECKPOINT)
     if config is None:
         trainer = new_trainer()
@@ -258,7 +289,11 @@ def start_or_resume(args, given, config, new_trainer, resume_trainer):
     overrides = {"steps": config["train"]["steps"] if args.steps is None else args.steps}
     if "lr" in given:
         overrides["lr"] = args.lr
-    trainer = resume_trainer(ck, **overrides)
+    try:
+        trainer = resume_trainer(ck, **overrides)
+        trainer.check_params()
+    except (CheckpointError, TrainingDiverged, KeyError, TypeError, ValueError) as err:
+        refuse(parser, "--out", f"{ck!r} cannot be resumed: {err}")
     print(f"resumed {ck} at step {trainer.step:,} of {trainer.cfg.steps:,}"
           + (f", learning rate {trainer.cfg.lr:g} (it had {config['train']['lr']:g})"
              if trainer.cfg.lr != config["train"]["lr"] else ""), flush=True)
@@ -321,14 +356,21 @@ def fail(message, code=1):
 
 
 def guarded(main):
-    """``main`` with Ctrl-C and an exhausted memory as one line each instead of a traceback."""
+    """``main`` with Ctrl-C, an exhausted memory or a failed write as one line each instead of a
+    traceback; the folders it locked (:func:`hold_folder`) are released when it ends."""
     def run(argv=None):
+        held = set(_HELD)
         try:
             return main(argv)
         except KeyboardInterrupt:
             fail("interrupted", code=130)
         except MemoryError:
             fail("error: out of memory; choose smaller sizes (--help lists them)")
+        except OSError as err:                              # a full disk, a folder removed meanwhile
+            fail(f"error: {err}")
+        finally:
+            for key in set(_HELD) - held:                   # the folders this call locked
+                os.close(_HELD.pop(key))
     run.__doc__ = main.__doc__
     return run
 

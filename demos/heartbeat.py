@@ -97,7 +97,7 @@ def saved_settings(config):
             "n_bumps": model.get("n_bumps", 50), "t_sampling": model.get("t_sampling", "uniform")}
 
 
-def make_trainer(args, given, config, xp, data_fn):
+def make_trainer(parser, args, given, config, xp, data_fn):
     """A new trainer from the arguments, or one resumed from ``config``'s checkpoint; and the eval history."""
     def new():
         model = BinomialDiffusion(D=20, T=T, pi=0.2, hidden=(50, 50, 50), activation="sigmoid",
@@ -109,7 +109,7 @@ def make_trainer(args, given, config, xp, data_fn):
     def resume(path, **overrides):
         return Trainer.resume(path, BinomialDiffusion.from_config, data_fn, xp, model_class=BinomialDiffusion,
                               **overrides)[0]
-    return start_or_resume(args, given, config, new, resume)
+    return start_or_resume(parser, args, given, config, new, resume)
 
 
 def print_extra(exact):
@@ -150,7 +150,7 @@ def main(argv=None):
     args, given = check_args(parser, argv)
     xp = check_backend(parser, args, given)
     config = prepare_run(parser, args, given, OUTPUTS, "BinomialDiffusion", saved_settings)
-    trainer, history = make_trainer(args, given, config, xp, lambda n, rng: heartbeat(n, rng))
+    trainer, history = make_trainer(parser, args, given, config, xp, lambda n, rng: heartbeat(n, rng))
     model, seed = trainer.model, trainer.cfg.seed
     x_val = xp.asarray(heartbeat(args.eval_size, numpy.random.default_rng(seed + HELD_OUT_SEED_OFFSET)))
     print(f"training the heartbeat model: {trainer.params.flat.size} parameters, {model.net.cfg.basis} "

@@ -106,7 +106,7 @@ def demo_model(args):
                             fourier_scale=args.fourier_scale)
 
 
-def make_trainer(args, given, config, xp, data_fn):
+def make_trainer(parser, args, given, config, xp, data_fn):
     """A new trainer from the arguments, or one resumed from ``config``'s checkpoint; and the eval history."""
     def new():
         cfg = TrainConfig(steps=args.steps or STEPS, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
@@ -116,7 +116,7 @@ def make_trainer(args, given, config, xp, data_fn):
     def resume(path, **overrides):
         return Trainer.resume(path, GaussianDiffusion.from_config, data_fn, xp, model_class=GaussianDiffusion,
                               **overrides)[0]
-    return start_or_resume(args, given, config, new, resume)
+    return start_or_resume(parser, args, given, config, new, resume)
 
 
 def drift_near_data(model, params, times, points):
@@ -169,7 +169,7 @@ def likelihood_and_samples(model, params, res, samples, eval_size, seed, n_point
     calls per point, the bound ``T - 1``: this is about 2.5 times the bound's evaluation); and the
     fraction of samples within 0.05 of the noiseless roll.
     """
-    n = max(1, min(n_points, eval_size // 40))
+    n = max(2, min(n_points, eval_size // 40))                  # a standard error needs two
     x = swiss_roll(eval_size, numpy.random.default_rng(seed + HELD_OUT_SEED_OFFSET))[:n]   # main's held-out set
     log_w = trajectory_log_weights(model, params, x, numpy.random.default_rng(seed + 4), k)
     iw = {j: grouped_estimate(log_w, j) / math.log(2) for j in (1, 10, 100) if j <= k}    # bits per point
@@ -217,7 +217,7 @@ def main(argv=None):
     args, given = check_args(parser, argv)
     xp = check_backend(parser, args, given)
     config = prepare_run(parser, args, given, OUTPUTS, "GaussianDiffusion", saved_settings)
-    trainer, history = make_trainer(args, given, config, xp, lambda n, rng: swiss_roll(n, rng))
+    trainer, history = make_trainer(parser, args, given, config, xp, lambda n, rng: swiss_roll(n, rng))
     model, seed = trainer.model, trainer.cfg.seed
     x_val = swiss_roll(args.eval_size, numpy.random.default_rng(seed + HELD_OUT_SEED_OFFSET))
     print(f"training {model.cfg.net.net} network, {trainer.params.flat.size} parameters, "

@@ -17,8 +17,8 @@ import time
 import numpy
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cli import (ArgumentParser, check_out_folder, guarded, integer, make_out_folder,  # noqa: E402
-                 read_checkpoint, refuse)
+from cli import (ArgumentParser, check_out_folder, guarded, hold_folder, integer,  # noqa: E402
+                 make_out_folder, read_checkpoint, refuse)
 from cli import MAX_SEED, CHECKPOINT                                       # noqa: E402
 
 from numpy_diffusion.run import plots                                          # noqa: E402
@@ -90,7 +90,10 @@ def check_checkpoint(parser, path):
         check_out_folder(parser, os.path.dirname(path) or ".", swiss_roll.OUTPUTS, option="--checkpoint")
         return True
     config = read_checkpoint(parser, path, "GaussianDiffusion", "--checkpoint")[1]
-    D = config["model"]["net"]["D"]
+    try:
+        D = ModelConfig.from_dict(config["model"]).net.D
+    except (KeyError, TypeError, ValueError) as err:
+        refuse(parser, "--checkpoint", f"{path!r} carries a model configuration this demo cannot read ({err!r})")
     if D != 2:
         refuse(parser, "--checkpoint", f"{path!r} holds a model of {D}-dimensional data; this demo "
                                        "needs the 2-dimensional swiss roll's")
@@ -259,6 +262,7 @@ def main(argv=None):
     check_out_folder(parser, args.out, OUTPUTS)
     missing = check_checkpoint(parser, args.checkpoint)
     make_out_folder(parser, args.out)
+    hold_folder(parser, args.out)
     if missing:
         make_out_folder(parser, os.path.dirname(args.checkpoint) or ".", option="--checkpoint")
     model, params, step = load_model(args.checkpoint)

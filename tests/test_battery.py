@@ -8,11 +8,13 @@ value, print nothing else, and leave every file in the folder as it was.  Then
 the same for what is wrong between options, with the output folder, and with a
 checkpoint (another model's, a corrupt one, one that would be overwritten).
 """
+import fcntl
 import hashlib
 import os
 import shutil
 import sys
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "demos"))
@@ -21,13 +23,15 @@ import heartbeat  # noqa: E402
 import swiss_roll  # noqa: E402
 import swiss_roll_posterior  # noqa: E402
 
+from numpy_diffusion.run.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+
 COMMON = {
     "--seed": ["-1", "1.5", "x", "nan", str(2 ** 63)],
     "--dtype": ["float16", "int8", ""],
     "--backend": ["tensorflow", ""],
     "--shards": ["-1", "257", "1.5", "nan", "x"],
     "--eval-every": ["0", "-1", "1.5", "nan", "inf", "x", "10000001"],
-    "--eval-size": ["0", "-5", "2.5", "x", "10000001"],
+    "--eval-size": ["0", "1", "-5", "2.5", "x", "10000001"],
     "--n-samples": ["0", "-1", "x", "1000001"],
     "--steps": ["0", "-1", "1.5", "1e3", "nan", "inf", "x", "10000001"],
     "--batch-size": ["0", "-1", "2.5", "nan", "x", "65537"],
@@ -163,6 +167,8 @@ def test_an_unusable_out_folder_is_refused_before_any_work(name, tmp_path, capsy
     (tmp_path / "odd" / "metrics.json").mkdir(parents=True)
     err = refused(capsys, main, tiny + ["--out", str(tmp_path / "odd")], "--out")
     assert "metrics.json' is not a file" in err
+    err = refused(capsys, main, tiny + ["--out="], "--out")
+    assert "invalid value '': allowed: a folder name" in err
     locked = tmp_path / "locked"
     locked.mkdir()
     if os.geteuid() != 0:
@@ -238,3 +244,39 @@ def test_an_unusable_backend_is_refused(finished, capsys):
     before = snapshot(out)
     refused(capsys, swiss_roll.main, ["--backend", "cupy", "--out", str(out)], "--backend")
     assert snapshot(out) == before
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_two_runs_never_write_one_folder(name, tmp_path, capsys):
+    """While a run holds its folder (as every demo does while it works), another is refused."""
+    out = tmp_path / "busy"
+    out.mkdir()
+    fd = os.open(out, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        err = refused(capsys, DEMOS[name].main, TINY[name] + ["--out", str(out)], "--out")
+        assert "another run is writing to" in err
+        err = refused(capsys, DEMOS[name].main, TINY[name] + ["--overwrite", "--out", str(out)], "--out")
+    finally:
+        os.close(fd)
+    assert os.listdir(out) == []
+
+
+def test_a_checkpoint_that_does_not_make_a_model_is_refused(finished, tmp_path, capsys):
+    """A checkpoint whose configuration or parameters were damaged: refused, not resumed."""
+    out = tmp_path / "run"
+    shutil.copytree(finished["swiss_roll"], out)
+    arrays, config = load_checkpoint(out / "checkpoint.npz")
+    broken = {**arrays, "param/readout.W": np.full_like(arrays["param/readout.W"], np.nan)}
+    save_checkpoint(out / "checkpoint.npz", broken, config)
+    before = snapshot(out)
+    err = refused(capsys, swiss_roll.main, ["--resume", "--steps", "4", "--out", str(out)], "--out")
+    assert "cannot be resumed: training diverged at step 2: the parameters are not finite" in err
+    del config["model"]["net"]
+    save_checkpoint(out / "checkpoint.npz", arrays, config)
+    err = refused(capsys, swiss_roll.main, ["--resume", "--out", str(out)], "--out")
+    assert "carries settings this demo cannot read" in err
+    err = refused(capsys, swiss_roll_posterior.main, ["--checkpoint", str(out / "checkpoint.npz"),
+                                                      "--out", str(tmp_path / "post")], "--checkpoint")
+    assert "carries a model configuration this demo cannot read" in err
+    assert set(snapshot(out)) == set(before)
