@@ -53,12 +53,15 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows defaults, except for flags and options whose default is "not given"."""
+    """Shows what each option allows, and its default (except for flags and options whose
+    default is "not given")."""
 
     def _get_help_string(self, action):
+        allowed = getattr(action.type, "allowed", None)
+        text = action.help + (f" [{allowed}]" if allowed else "")
         if action.nargs == 0 or action.default is None:
-            return action.help
-        return super()._get_help_string(action)
+            return text
+        return text + " (default: %(default)s)"
 
 
 def integer(lo, hi):
@@ -69,8 +72,9 @@ def integer(lo, hi):
         except ValueError:
             value = None
         if value is None or not lo <= value <= hi:
-            raise argparse.ArgumentTypeError(f"invalid value {text!r}: allowed: an integer from {lo:,} to {hi:,}")
+            raise argparse.ArgumentTypeError(f"invalid value {text!r}: allowed: {parse.allowed}")
         return value
+    parse.allowed = f"an integer from {lo:,} to {hi:,}"
     return parse
 
 
@@ -91,6 +95,7 @@ def real(lo, hi, lo_open=True, hi_open=False):
         if not ok:
             raise argparse.ArgumentTypeError(f"invalid value {text!r}: allowed: {allowed}")
         return value
+    parse.allowed = allowed
     return parse
 
 
@@ -165,7 +170,7 @@ def check_out_folder(parser, out, outputs, option="--out"):
     if not out.strip():
         refuse(parser, option, f"invalid value {out!r}: allowed: a folder name")
     if os.path.lexists(out) and not os.path.isdir(out):
-        refuse(parser, option, f"{out!r} is a file, not a folder")
+        refuse(parser, option, f"{out!r} is {'a file' if os.path.isfile(out) else 'something'}, not a folder")
     up = os.path.abspath(out)
     while not os.path.lexists(up):
         up = os.path.dirname(up)

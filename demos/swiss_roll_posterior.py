@@ -17,8 +17,8 @@ import time
 import numpy
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cli import (ArgumentParser, check_out_folder, guarded, hold_folder, integer,  # noqa: E402
-                 make_out_folder, read_checkpoint, refuse)
+from cli import (ArgumentParser, HelpFormatter, check_out_folder, guarded, hold_folder,  # noqa: E402
+                 integer, make_out_folder, read_checkpoint, refuse)
 from cli import MAX_SEED, CHECKPOINT                                       # noqa: E402
 
 from numpy_diffusion.run import plots                                          # noqa: E402
@@ -45,8 +45,7 @@ OUTPUTS = ("posterior.png", "posterior_metrics.json")
 
 def make_parser():
     """The options, each checked against its range by argparse."""
-    p = ArgumentParser(description=__doc__.split("\n\n")[0],
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     p.add_argument("--checkpoint", default=os.path.join("runs", "swiss_roll", CHECKPOINT),
                    help="a trained swiss-roll checkpoint (trained with the defaults if missing)")
     p.add_argument("--out", default=os.path.join("runs", "swiss_roll_posterior"), help="output folder")

@@ -280,3 +280,14 @@ def test_a_checkpoint_that_does_not_make_a_model_is_refused(finished, tmp_path, 
                                                       "--out", str(tmp_path / "post")], "--checkpoint")
     assert "carries a model configuration this demo cannot read" in err
     assert set(snapshot(out)) == set(before)
+
+
+@pytest.mark.parametrize("name", BAD)
+def test_help_names_what_each_option_allows(name, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        DEMOS[name].main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert exit_.value.code == 0
+    for option in BAD[name]:
+        action = next(a for a in DEMOS[name].make_parser()._actions if option in a.option_strings)
+        assert action.choices or f"[{action.type.allowed}]" in text, option
