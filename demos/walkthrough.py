@@ -21,7 +21,7 @@ import math                                                                     
 
 import numpy                                                                     # noqa: E402
 
-from numpy_diffusion.datasets import swiss_roll                                  # noqa: E402
+from numpy_diffusion.datasets import on_roll_fraction, swiss_roll                # noqa: E402
 from numpy_diffusion.gaussian.bound import (bound_backward, bound_forward, entropy_sum,  # noqa: E402
                                             entropy_terms, kl_forward, standard_normal_logpdf)
 from numpy_diffusion.gaussian.forward import (q_posterior_forward, q_sample_backward,  # noqa: E402
@@ -296,7 +296,9 @@ import swiss_roll as demo                                                       
 samples, traj = model.sample(params, 2000, numpy.random.default_rng(4), trajectory=True)   # (n, D), (T + 1, n, D)
 show("samples x_0", samples)
 show("trajectory x_T..x_0", traj)
+print(f"{100 * on_roll_fraction(samples):.0f} % of the samples lie within 0.05 of the roll "
+      f"(the default run's: 99 %)")
 os.makedirs(OUT, exist_ok=True)
 path = os.path.join(OUT, "figure1.png")
-demo.draw_figure1(model, params, traj, 2000, 0, numpy, path)
-print(f"wrote {path}")
+t_mid = demo.draw_figure1(model, params, traj, 2000, 0, numpy, path)
+print(f"wrote {path}: q and p at t = 0, {t_mid} (alpha_bar_t nearest 1/2) and {T}, and the drift")
