@@ -17,9 +17,10 @@ from dataclasses import asdict
 import numpy
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cli import (HELD_OUT_SEED_OFFSET, ArgumentParser, HelpFormatter, Progress,  # noqa: E402
-                 add_common_options, check_backend, check_shards, given_options, guarded, integer,
-                 prepare_run, real, refuse_unused, report, save_array, start_or_resume, train_or_exit)
+from cli import (ArgumentParser, HelpFormatter, add_common_options, check_backend,  # noqa: E402
+                 check_shards, given_options, integer, real, refuse_unused)
+from run_folder import (HELD_OUT_SEED_OFFSET, Progress, guarded, prepare_run, report,  # noqa: E402
+                        save_array, start_or_resume, train_or_exit)
 
 from numpy_diffusion.run import plots                                           # noqa: E402
 from numpy_diffusion.backend import to_host                                 # noqa: E402

@@ -8,7 +8,6 @@ with the sequential Monte Carlo sampler (numpy_diffusion.posterior.smc).  Trains
 default model with demos/swiss_roll.py if the checkpoint does not exist.  Writes to
 ``--out`` (default ``runs/swiss_roll_posterior/``): posterior.png, posterior_metrics.json.
 """
-import argparse
 import math
 import os
 import sys
@@ -17,9 +16,9 @@ import time
 import numpy
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cli import (ArgumentParser, HelpFormatter, check_out_folder, guarded, hold_folder,  # noqa: E402
-                 integer, make_out_folder, read_checkpoint, refuse)
-from cli import MAX_SEED, CHECKPOINT                                       # noqa: E402
+from cli import CHECKPOINT, MAX_SEED, ArgumentParser, HelpFormatter, integer, refuse  # noqa: E402
+from run_folder import (check_out_folder, guarded, hold_folder, make_out_folder,  # noqa: E402
+                        read_checkpoint)
 
 from numpy_diffusion.run import plots                                          # noqa: E402
 from numpy_diffusion.backend import to_host                                # noqa: E402

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "demos"))
-import cli  # noqa: E402
+import run_folder  # noqa: E402
 import heartbeat  # noqa: E402
 import swiss_roll  # noqa: E402
 import swiss_roll_posterior  # noqa: E402
@@ -176,7 +176,7 @@ def test_an_unusable_out_folder_is_refused_before_any_work(name, tmp_path, capsy
     else:                                                    # root writes anywhere: as if read-only
         def denied(*a, **k):
             raise PermissionError(13, "Permission denied")
-        monkeypatch.setattr(cli.tempfile, "mkstemp", denied)
+        monkeypatch.setattr(run_folder.tempfile, "mkstemp", denied)
     err = refused(capsys, main, tiny + ["--out", str(locked)], "--out")
     assert "cannot write to" in err and "Permission denied" in err
     monkeypatch.undo()
