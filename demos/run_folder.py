@@ -10,6 +10,7 @@ checkpoint of another model, fewer steps than it holds, and settings other than
 its own.  A new run saves its step-0 checkpoint at once, so a run that diverges
 always stops naming a checkpoint of its own, which it leaves as it was.
 """
+import contextlib
 import io
 import math
 import os
@@ -58,7 +59,8 @@ def make_out_folder(parser, out, option="--out"):
         os.makedirs(out, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=out, prefix=f"{TMP_PREFIX}{os.getpid()}-", suffix="-write-test")
         os.close(fd)
-        os.remove(probe)
+        with contextlib.suppress(FileNotFoundError):        # removed as stale by another process
+            os.remove(probe)
     except OSError as err:
         refuse(parser, option, f"cannot write to {out!r} ({err.strerror or err})")
     stale = remove_stale_temporaries(out)
@@ -99,7 +101,7 @@ def read_checkpoint(parser, path, model_class, option):
 def check_resume(parser, args, given, config, saved):
     """Refuse ``--resume`` settings that contradict checkpoint ``config``: fewer steps than
     it holds, or an option whose value differs from ``saved`` (dest -> the checkpoint's value)."""
-    step = int(config["step"])
+    step = int(config.get("step", 0))
     if args.steps is not None and args.steps < step:
         refuse(parser, "--steps", f"invalid value {args.steps}: the checkpoint is at step {step:,} and "
                                   f"--steps counts the whole run: allowed: {step:,} or more")
