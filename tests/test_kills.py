@@ -96,11 +96,13 @@ def kill_and_resume(name, tmp_path, kills, seed):
     duration = time.perf_counter() - t0
     left, mid_write = set(), 0
     for k in range(kills):
-        proc = start(name, out, resume=(out / "checkpoint.npz").exists())
-        if k % 2:
-            mid_write += kill_while_writing(proc, out)
-        else:
-            kill_after(proc, rng.uniform(0, duration))
+        for attempt in range(1 + 4 * (k % 2)):              # a mid-write kill: up to five tries
+            proc = start(name, out, resume=(out / "checkpoint.npz").exists())
+            if k % 2 == 0:
+                kill_after(proc, rng.uniform(0, duration))
+            elif kill_while_writing(proc, out):
+                mid_write += 1
+                break
         if (out / "checkpoint.npz").exists():
             arrays, config = load_checkpoint(out / "checkpoint.npz")
             assert int(arrays["step"]) == config["step"] and np.isfinite(arrays["losses"]).all()
@@ -113,10 +115,10 @@ def kill_and_resume(name, tmp_path, kills, seed):
 
 
 def test_kills_at_any_moment_leave_a_run_that_resumes_bit_for_bit(tmp_path):
-    assert kill_and_resume("swiss_roll", tmp_path, kills=4, seed=0) >= 1
+    assert kill_and_resume("swiss_roll", tmp_path, kills=4, seed=0) == 2
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(TINY))
 def test_thirty_kills_half_of_them_mid_write(name, tmp_path):
-    assert kill_and_resume(name, tmp_path, kills=30, seed=1) >= 10
+    assert kill_and_resume(name, tmp_path, kills=30, seed=1) == 15
