@@ -7,7 +7,7 @@
 # Every array's shape is printed; every gradient is composed by hand from the
 # forward/backward pairs and checked, then checked again by finite differences.
 #
-#     python demos/walkthrough.py            # about half a minute on 2 cores
+#     python demos/walkthrough.py            # 10-15 s on a busy 2-core machine
 #
 # (It opens as a notebook in VS Code as it is, and in Jupyter through jupytext.)
 # Figure 1 goes to `$WALKTHROUGH_OUT` (default `runs/walkthrough/`).
