@@ -135,14 +135,18 @@ def drift_near_data(model, params, times, points):
     return drift
 
 
-def middle_time(tables):
-    """The ``t`` where ``alpha_bar_t`` is nearest 1/2: the diffusion half way (Figure 1's middle column)."""
-    return int(numpy.argmin(numpy.abs(to_host(tables["alpha_bar"])[1:] - 0.5))) + 1
+def middle_time(tables, alpha_bar=0.9):
+    """Figure 1's middle column: the ``t`` where ``alpha_bar_t`` is nearest 0.9.
+
+    The roll's arms lie about 0.6 apart (standardized units); noise of standard deviation
+    ``sqrt(1 - alpha_bar_t) = 0.3`` blurs them half way, as the paper's middle column
+    shows.  At ``alpha_bar_t = 1/2`` (std 0.7) the roll is already gone from sight."""
+    return int(numpy.argmin(numpy.abs(to_host(tables["alpha_bar"])[1:] - alpha_bar))) + 1
 
 
 def draw_figure1(model, params, traj, n, seed, xp, path, n_arrows=250):
-    """Forward samples ``q`` and reverse samples ``p`` at ``t = 0``, the ``t`` where ``alpha_bar_t``
-    is nearest 1/2, and ``T``; and the drift at forward samples.  Returns the middle ``t``."""
+    """Forward samples ``q`` and reverse samples ``p`` at ``t = 0``, the diffusion half way
+    (:func:`middle_time`) and ``T``; and the drift at forward samples.  Returns the middle ``t``."""
     tables = model.tables(params)
     T, t_mid = model.T, middle_time(tables)
     times = (0, t_mid, T)
