@@ -44,3 +44,15 @@ def test_demo_writes_everything_and_resumes_exactly(demo, tmp_path, capsys):
     assert a.keys() == b.keys()
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+@pytest.mark.slow
+def test_short_run_beats_the_gaussian_baseline(demo, tmp_path, capsys):
+    """3,000 steps (about 2 minutes of one core) already beat the full-covariance Gaussian on the
+    same held-out images by many standard errors (measured: about +1 bit/pixel, error 0.02)."""
+    out = str(tmp_path / "run")
+    demo.main(["--steps", "3000", "--eval-every", "3000", "--eval-size", "200", "--n-train", "5000",
+               "--n-samples", "8", "--n-posterior", "1", "--particles", "2", "--out", out])
+    with open(os.path.join(out, "metrics.json")) as f:
+        m = json.load(f)
+    assert m["K_minus_gaussian_bits_per_pixel"] > 5 * m["K_minus_gaussian_bits_per_pixel_stderr"] > 0
