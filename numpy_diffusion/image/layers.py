@@ -12,7 +12,7 @@ Images are ``(N, H, W, C)``, channels last (see :mod:`.conv`).
 from typing import NamedTuple
 
 from ..backend import array_module
-from ..nn.layers import sigmoid, softplus
+from ..nn.layers import softplus
 from .conv import conv_backward, conv_forward, mean_pool_backward, mean_pool_forward
 from .conv import upsample_backward, upsample_forward
 
@@ -23,13 +23,15 @@ class ActCache(NamedTuple):
 
 
 def softrelu_forward(x):
-    """Soft ReLU ``log(1 + exp(x))`` (App. D.2.1, multi-scale step 4); caches ``x``."""
-    return softplus(x), ActCache(x)
+    """Soft ReLU ``s = log(1 + exp(x))`` (App. D.2.1, multi-scale step 4); caches the output,
+    since ``s' = sigmoid(x) = e^x / (1 + e^x) = 1 - exp(-s)``."""
+    out = softplus(x)
+    return out, ActCache(out)
 
 
 def softrelu_backward(dout, cache):
-    """``dx = dout * sigmoid(x)``."""
-    return dout * sigmoid(cache.value)                                # softplus' = sigmoid
+    """``dx = dout * (1 - exp(-s))``, as ``-expm1(-s)``: full precision where ``s`` is tiny."""
+    return dout * -array_module(dout).expm1(-cache.value)             # softplus' = sigmoid = 1 - e^-s
 
 
 def tanh_forward(x):
