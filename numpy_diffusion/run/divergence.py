@@ -24,7 +24,8 @@ steps at batch 1, 8 and 64; the heartbeat's default, 24,000 steps, and 3,000
 steps at batch 8 and 128; a dead-leaves image model, 30,000 steps at batch 32),
 the smallest of five losses running never came above the best before them by
 more than 1.9 times the scale (one loss alone: 24 times, on the images), nor a
-held-out loss above the best minibatch loss by more than 1.0 times.  Runs that
+held-out loss (swiss roll, heartbeat) above the best minibatch loss by more
+than 1.0 times.  Runs that
 diverge pass it by orders of magnitude (``--fixed-beta --lr 1e6`` on the swiss
 roll: 7 x 10^9 times at step 2).
 """
