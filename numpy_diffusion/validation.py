@@ -71,3 +71,9 @@ def check_steps(name, t, first, last, shape=None):
     if not first <= t <= last:
         raise ValueError(f"{name} must be a time step in {first}..{last}, got {t}")
     return int(t)
+
+
+class ScheduleError(ValueError):
+    """A schedule ``beta`` that is not a valid diffusion: some ``beta_t`` outside (0, 1),
+    NaN, or the wrong shape.  During training a learned schedule that leaves (0, 1)
+    means the run diverged."""

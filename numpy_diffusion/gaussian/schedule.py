@@ -45,8 +45,7 @@ import numpy
 
 from ..backend import to_host
 from ..nn.readout import bump_basis
-from ..validation import check_choice, check_positive_int
-from .tables import ScheduleError
+from ..validation import ScheduleError, check_choice, check_positive_int
 
 BASELINES = ("reference", "geometric", "linear", "logsnr")
 LEARNED_FORMS = ("bumps", "decrements")

@@ -13,15 +13,10 @@ from typing import NamedTuple
 import numpy
 
 from ..backend import array_module, to_host
+from ..validation import ScheduleError
 
 DIFFERENTIABLE = ("sqrt_alpha_bar", "sqrt_one_minus_alpha_bar", "log_one_minus_alpha_bar", "sqrt_alpha",
                   "sqrt_beta", "log_beta", "logit_beta", "log_beta_tilde", "post_coef_x0", "post_coef_xt")
-
-
-class ScheduleError(ValueError):
-    """A schedule ``beta`` that is not a valid diffusion: some ``beta_t`` outside (0, 1),
-    NaN, or the wrong shape.  During training a learned schedule that leaves (0, 1)
-    means the run diverged."""
 
 
 def check_beta(beta):

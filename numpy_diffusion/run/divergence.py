@@ -5,7 +5,7 @@ A run has diverged when
 - the loss or a gradient of a step is not finite;
 - the parameters are not finite after an Adam step;
 - the model finds that its parameters no longer describe a model: a learned
-  schedule that leaves (0, 1) (:class:`~numpy_diffusion.gaussian.tables.ScheduleError`);
+  schedule that leaves (0, 1) (:class:`~numpy_diffusion.validation.ScheduleError`);
 - the loss stays far beyond its running best (:func:`far_beyond`).
 
 "Far beyond" is more than ``EXPLOSION_FACTOR = 10`` times the loss's scale
@@ -31,7 +31,7 @@ roll: 7 x 10^9 times at step 2).
 """
 import math
 
-from ..gaussian.tables import ScheduleError
+from ..validation import ScheduleError
 
 EXPLOSION_FACTOR = 10
 EXPLOSION_STEPS = 5

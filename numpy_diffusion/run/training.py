@@ -34,10 +34,9 @@ import numpy
 from .checkpoint import CheckpointError, check_model_class, load_checkpoint, save_checkpoint
 from .divergence import (EXPLOSION_STEPS, TrainingDiverged, check_held_out, check_minibatch,
                          probe_loss)
-from ..gaussian.tables import ScheduleError
 from ..nn.optim import Adam, ParamVector, cosine_lr
+from ..validation import ScheduleError, check_choice, check_positive_int
 from .speed import auto_shards, blas_threads, raise_malloc_thresholds, shard_slices
-from ..validation import check_choice, check_positive_int
 
 
 @dataclass
