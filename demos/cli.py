@@ -95,17 +95,19 @@ def refuse(parser, option, why):
     parser.error(f"argument {option}: {why}")
 
 
-def add_common_options(p, out, eval_every, eval_size, n_samples, max_samples=1_000_000):
-    """The options every training demo has, with this demo's defaults."""
+def add_common_options(p, out, eval_every, eval_size, n_samples, max_samples=1_000_000,
+                       auto_shards="one per core, each shard at least 1,024 examples"):
+    """The options every training demo has, with this demo's defaults; ``auto_shards`` says
+    what ``--shards 0`` chooses."""
     p.add_argument("--seed", type=integer(0, MAX_SEED), default=0, help="the one seed of the run")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                    help="network and optimizer precision (the bound's tables are always float64)")
     p.add_argument("--backend", choices=("numpy", "cupy"), default=None,
                    help="array backend (default: $NUMPY_DIFFUSION_BACKEND or numpy)")
     p.add_argument("--shards", type=integer(0, 256), default=0,
-                   help="threads a training step splits its batch over (at most the batch size); 0: one "
-                        "per core, each shard at least 1,024 examples (the count is saved with the run: a "
-                        "seed and a shard count reproduce it exactly)")
+                   help=f"threads a training step splits its batch over (at most the batch size); 0: "
+                        f"{auto_shards} (the count is saved with the run: a seed and a shard count "
+                        "reproduce it exactly)")
     p.add_argument("--out", default=out, help="output folder")
     again = p.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true",
@@ -135,6 +137,18 @@ def check_shards(parser, args, given):
     if "shards" in given and args.shards > args.batch_size:
         refuse(parser, "--shards", f"invalid value {args.shards}: allowed: 0 (automatic) to the batch size, "
                                    f"{args.batch_size}")
+
+
+def refuse_misfits(parser, args, given, checks):
+    """Refuse values that do not fit together: the first of ``checks``, ``(dests, fits, allowed)``,
+    whose ``fits`` is false, in one line naming the first of ``dests`` the command line gives
+    (else the first of them), its value, and what is ``allowed``."""
+    for dests, fits, allowed in checks:
+        if not fits:
+            dest = next((d for d in dests if d in given), dests[0])
+            value = getattr(args, dest)
+            shown = f"{value:g}" if isinstance(value, float) else value
+            refuse(parser, "--" + dest.replace("_", "-"), f"invalid value {shown}: allowed: {allowed}")
 
 
 def refuse_unused(parser, given, option, dest, when, reason):

@@ -94,18 +94,24 @@ def read_checkpoint(parser, path, model_class, option):
         refuse(parser, option, str(err))
     found = model_class_of(config)
     if found != model_class:
-        refuse(parser, option, f"{path!r} holds a {found} model; this demo needs a {model_class} model")
+        refuse(parser, option, f"{path!r} holds {_a(found)} model; this demo needs {_a(model_class)} model")
     return arrays, config
 
 
-def check_resume(parser, args, given, config, saved):
+def _a(name):
+    """``name`` with its indefinite article."""
+    return ("an " if name[:1] in "AEIOU" else "a ") + name
+
+
+def check_resume(parser, args, given, config, saved, may_change=()):
     """Refuse ``--resume`` settings that contradict checkpoint ``config``: fewer steps than
-    it holds, or an option whose value differs from ``saved`` (dest -> the checkpoint's value)."""
+    it holds, or an option whose value differs from ``saved`` (dest -> the checkpoint's value),
+    but those of :data:`RESUME_MAY_CHANGE` and ``may_change`` (dests)."""
     step = int(config.get("step", 0))
     if args.steps is not None and args.steps < step:
         refuse(parser, "--steps", f"invalid value {args.steps}: the checkpoint is at step {step:,} and "
                                   f"--steps counts the whole run: allowed: {step:,} or more")
-    for dest in sorted(given - RESUME_MAY_CHANGE):
+    for dest in sorted(given - RESUME_MAY_CHANGE - set(may_change)):
         value, option = getattr(args, dest), "--" + dest.replace("_", "-")
         if dest == "shards" and value == 0:                 # automatic: whatever the run has
             continue
@@ -115,12 +121,13 @@ def check_resume(parser, args, given, config, saved):
                                    "(leave the option out, or start over with --overwrite)")
 
 
-def prepare_run(parser, args, given, outputs, model_class, saved_settings):
+def prepare_run(parser, args, given, outputs, model_class, saved_settings, may_change=()):
     """Check ``--out``, ``--resume`` and ``--overwrite``; only then create the folder.
 
     Returns the checkpoint's ``config`` to resume from, or ``None`` for a new run
     (after removing the previous run's files when ``--overwrite`` asks for it).
-    ``saved_settings(config)`` gives the options a checkpoint fixes, by dest.
+    ``saved_settings(config)`` gives the options a checkpoint fixes, by dest;
+    ``may_change`` names more options a resumed run may change (those only evaluation uses).
     """
     ck, files = os.path.join(args.out, CHECKPOINT), outputs + (CHECKPOINT, "checkpoint.json")
     check_out_folder(parser, args.out, files)
@@ -135,7 +142,7 @@ def prepare_run(parser, args, given, outputs, model_class, saved_settings):
             saved = saved_settings(config)
         except (KeyError, TypeError) as err:
             refuse(parser, "--out", f"{ck!r} carries settings this demo cannot read (no {err})")
-        check_resume(parser, args, given, config, saved)
+        check_resume(parser, args, given, config, saved, may_change)
     elif os.path.lexists(ck) and not args.overwrite:
         try:
             step = f" (step {load_checkpoint(ck)[1]['step']:,})"
@@ -152,15 +159,15 @@ def prepare_run(parser, args, given, outputs, model_class, saved_settings):
     return config
 
 
-def start_or_resume(parser, args, given, config, new_trainer, resume_trainer):
+def start_or_resume(parser, args, given, config, new_trainer, resume_trainer, extra=None):
     """The trainer of this run, with its checkpoint in ``--out`` (a new run saves step 0
-    at once), and the history of held-out evaluations.  ``new_trainer()`` makes a new
-    trainer, ``resume_trainer(path, **overrides)`` resumes one; a checkpoint that does not
-    make a trainer whose parameters make a model is refused."""
+    at once, with ``extra``), and the history of held-out evaluations.  ``new_trainer()``
+    makes a new trainer, ``resume_trainer(path, **overrides)`` resumes one; a checkpoint that
+    does not make a trainer whose parameters make a model is refused."""
     ck = os.path.join(args.out, CHECKPOINT)
     if config is None:
         trainer = new_trainer()
-        trainer.save(ck, extra={"eval_history": []})
+        trainer.save(ck, extra={"eval_history": [], **(extra or {})})
         return trainer, []
     overrides = {"steps": config["train"]["steps"] if args.steps is None else args.steps}
     if "lr" in given:
@@ -176,13 +183,25 @@ def start_or_resume(parser, args, given, config, new_trainer, resume_trainer):
     return trainer, config.get("eval_history", [])
 
 
+def held_out_bound(model, params, x_val, rng):
+    """``(K, stderr)``: the bound on ``x_val`` in bits per example (``model.evaluate``)."""
+    res = model.evaluate(params, x_val, rng)
+    return res["K_bits"], res["K_bits_stderr"]
+
+
 class Progress:
     """Prints one progress line every few seconds; at ``eval_every`` steps evaluates on
-    held-out data, checks the run has not diverged, saves the checkpoint and records
-    ``[step, K, stderr]`` in ``history``."""
+    held-out data, checks the run has not diverged, saves the checkpoint (with ``extra``)
+    and records ``[step, K, stderr]`` in ``history``.
 
-    def __init__(self, model, x_val, args, history, trainer, unit="bits"):
+    ``evaluate(model, params, x_val, rng) -> (K, stderr)`` gives the bound in ``unit``,
+    which is bits per example divided by ``per`` (e.g. ``per = D`` for bits per pixel).
+    """
+
+    def __init__(self, model, x_val, args, history, trainer, unit="bits", per=1, evaluate=held_out_bound,
+                 extra=None):
         self.model, self.x_val, self.args, self.history, self.unit = model, x_val, args, history, unit
+        self.per, self.evaluate, self.extra = per, evaluate, extra or {}
         self.start_step, self.t0, self.last_print = trainer.step, time.perf_counter(), 0.0
         self.saved_step = trainer.step                      # the checkpoint in --out holds this step
 
@@ -190,19 +209,20 @@ class Progress:
         step, now = trainer.step, time.perf_counter()
         if step % self.args.eval_every == 0 or step == trainer.cfg.steps:
             trainer.check_params()
-            res = self.model.evaluate(trainer.eval_params, self.x_val, numpy.random.default_rng(step))
-            trainer.check_loss(-res["K_bits"] * math.log(2))
-            self.history.append([step, res["K_bits"], res["K_bits_stderr"]])
-            trainer.save(os.path.join(self.args.out, CHECKPOINT), extra={"eval_history": self.history})
+            K, se = self.evaluate(self.model, trainer.eval_params, self.x_val, numpy.random.default_rng(step))
+            trainer.check_loss(-K * self.per * math.log(2))
+            self.history.append([step, K, se])
+            trainer.save(os.path.join(self.args.out, CHECKPOINT), extra={"eval_history": self.history, **self.extra})
             self.saved_step = step
-            print(f"  step {step:>6}: held-out K = {res['K_bits']:+.3f} ± {res['K_bits_stderr']:.3f} "
-                  f"{self.unit} ({len(self.x_val)} examples); checkpoint saved", flush=True)
+            print(f"  step {step:>6}: held-out K = {K:+.3f} ± {se:.3f} {self.unit} ({len(self.x_val)} examples); "
+                  "checkpoint saved", flush=True)
         if now - self.last_print > 5 or step == trainer.cfg.steps:
             self.last_print = now
             recent = [l for _, l in trainer.losses[-100:]]
             rate = (step - self.start_step) / max(now - self.t0, 1e-9)
             eta = (trainer.cfg.steps - step) / max(rate, 1e-9)
-            print(f"step {step:>6}/{trainer.cfg.steps}  minibatch K ≈ {-numpy.mean(recent) / math.log(2):+.2f}"
+            print(f"step {step:>6}/{trainer.cfg.steps}  minibatch K ≈ "
+                  f"{-numpy.mean(recent) / (math.log(2) * self.per):+.2f}"
                   f" {self.unit}  lr {trainer.cfg.lr_at(step - 1):.2e}  {rate:.0f} steps/s  eta {eta:.0f} s",
                   flush=True)
 
