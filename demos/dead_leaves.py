@@ -16,78 +16,119 @@ bound (500 images x 30 time steps), 32 samples (1,000 steps each) and the poster
 Measured with the defaults (seed 0): K = +0.211 ± 0.020 bits/pixel against the Gaussian's
 -1.465 ± 0.012 on the same 500 held-out images, paired difference +1.676 ± 0.013.
 """
-import argparse
-import json
-import math
 import os
 import sys
-import time
 from dataclasses import asdict
 
 import numpy
 
-from numpy_diffusion.backend import BackendError, get_backend, to_host
-from numpy_diffusion.image import dead_leaves as dl
-from numpy_diffusion.image import posterior as ip
-from numpy_diffusion.image.model import ImageDiffusion, evaluate_stratified, image_model
-from numpy_diffusion.image.network import ImageNetConfig
-from numpy_diffusion.posterior.paper import denoise_sample, inpaint_sample
-from numpy_diffusion.posterior.smc import smc_denoise, smc_inpaint
-from numpy_diffusion.run import plots
-from numpy_diffusion.run.checkpoint import CheckpointError, config_path, save_json
-from numpy_diffusion.run.speed import blas_threads, usable_cores
-from numpy_diffusion.run.training import TrainConfig, Trainer, TrainingDiverged
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cli import (ArgumentParser, HelpFormatter, add_common_options, check_backend,  # noqa: E402
+                 check_shards, given_options, integer, real, refuse_misfits, refuse_unused)
+from run_folder import (HELD_OUT_SEED_OFFSET, Progress, guarded, prepare_run,  # noqa: E402
+                        start_or_resume, train_or_exit)
+
+from numpy_diffusion.backend import to_host                                                   # noqa: E402
+from numpy_diffusion.bits import standard_error                                               # noqa: E402
+from numpy_diffusion.image import dead_leaves as dl                                           # noqa: E402
+from numpy_diffusion.image import posterior as ip                                             # noqa: E402
+from numpy_diffusion.image.model import ImageDiffusion, evaluate_stratified, image_model      # noqa: E402
+from numpy_diffusion.image.network import ImageNetConfig                                      # noqa: E402
+from numpy_diffusion.posterior.paper import denoise_sample, inpaint_sample                    # noqa: E402
+from numpy_diffusion.posterior.smc import smc_denoise, smc_inpaint                            # noqa: E402
+from numpy_diffusion.run import plots                                                         # noqa: E402
+from numpy_diffusion.run.checkpoint import save_json                                          # noqa: E402
+from numpy_diffusion.run.speed import blas_threads, usable_cores                              # noqa: E402
+from numpy_diffusion.run.training import TrainConfig, Trainer                                 # noqa: E402
 
 PAPER = {"K": 1.489, "K_minus_L_null": 3.536}             # Table 1, dead leaves, bits/pixel
 DATA_KEYS = ("size", "r_min", "r_max", "n_train")
-HELD_OUT_SEED_OFFSET = 1_000_003                          # held-out images: another seed
+STEPS = 30000
+OUTPUTS = ("samples.png", "bound_by_t.png", "training.png", "inpainting.png", "denoising.png", "metrics.json")
+EVALUATION_ONLY = ("strata", "n_posterior", "particles")  # options a resumed run may change as well
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--size", type=int, default=16, help="image side in pixels")
-    p.add_argument("--r-min", type=float, default=1.0, help="smallest disc radius, pixels")
-    p.add_argument("--r-max", type=float, default=None, help="largest disc radius, pixels (default: --size)")
-    p.add_argument("--n-train", type=int, default=20000, help="training images (dequantized afresh each use)")
-    p.add_argument("--T", type=int, default=1000, help="trajectory length (the paper's 1000)")
-    p.add_argument("--steps", type=int, default=30000, help="Adam steps")
-    p.add_argument("--batch-size", type=int, default=32, help="images per step")
-    p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (cosine decay)")
+def make_parser():
+    """The options, each checked against its range by argparse."""
+    p = ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
+    p.add_argument("--size", type=integer(1, 128), default=16, help="image side in pixels")
+    p.add_argument("--r-min", type=real(0.5, 1e4, lo_open=False), default=1.0, help="smallest disc radius, pixels")
+    p.add_argument("--r-max", type=real(0.5, 1e4, lo_open=False), default=None,
+                   help="largest disc radius, pixels (default: --size)")
+    p.add_argument("--n-train", type=integer(2, 10_000_000), default=20000,
+                   help="training images (dequantized afresh each use); more than pixels, for the Gaussian's")
+    p.add_argument("--T", type=integer(2, 100_000), default=1000, help="trajectory length (the paper's 1000)")
+    p.add_argument("--steps", type=integer(1, 10_000_000), default=None,
+                   help=f"Adam steps of the whole run (default: {STEPS:,}; with --resume: the checkpoint's)")
+    p.add_argument("--batch-size", type=integer(1, 65_536), default=32, help="images per step")
+    p.add_argument("--lr", type=real(0, None), default=3e-3, help="peak learning rate (cosine decay)")
     p.add_argument("--param", choices=("paper", "reference", "bounded"), default="bounded",
                    help="reverse kernel: 'paper' is eqs. 64-65 (App. D.2.1); 'bounded' (variance between "
                         "beta_tilde_t and beta_t, §2.6) reached the better held-out bound")
-    p.add_argument("--beta-1", type=float, default=1e-3, help="the fixed first diffusion rate")
+    # below about float32's eps^2 a float32 network cannot resolve the first step's noise, sqrt(beta_1)
+    p.add_argument("--beta-1", type=real(1e-14, 1, lo_open=False, hi_open=True), default=1e-3,
+                   help="the fixed first diffusion rate")
     p.add_argument("--learn-beta", action="store_true", help="learn beta_2..T (§2.4.1)")
-    p.add_argument("--scales", type=int, default=3, help="scales per multi-scale layer (1: plain conv)")
-    p.add_argument("--conv-layers", type=int, default=4, help="multi-scale convolution layers")
-    p.add_argument("--conv-width", type=int, default=20, help="channels of each multi-scale layer")
-    p.add_argument("--dense-layers", type=int, default=1, help="1 x 1 tanh layers")
-    p.add_argument("--dense-width", type=int, default=20, help="units of each 1 x 1 layer")
-    p.add_argument("--n-bumps", type=int, default=10, help="temporal basis functions J (eq. 63)")
-    p.add_argument("--strata", type=int, default=30, help="time steps drawn per held-out image")
-    p.add_argument("--ema", type=float, default=0.999, help="parameter EMA decay for evaluation (0: off)")
-    p.add_argument("--n-posterior", type=int, default=4, help="held-out images to inpaint and denoise")
-    p.add_argument("--particles", type=int, default=16, help="SMC particles per image")
-    p.add_argument("--seed", type=int, default=0, help="the one seed of the run")
-    p.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="network precision")
-    p.add_argument("--backend", choices=("numpy", "cupy"), default=None,
-                   help="array backend (default: $NUMPY_DIFFUSION_BACKEND or numpy)")
-    p.add_argument("--shards", type=int, default=0,
-                   help="threads a step splits its batch over (0: one per usable core); BLAS runs one "
-                        "thread each, since these GEMMs are too small to share")
-    p.add_argument("--out", default=os.path.join("runs", "dead_leaves"), help="output folder")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz, up to --steps")
-    p.add_argument("--eval-every", type=int, default=2000, help="quick held-out bound and checkpoint, steps")
-    p.add_argument("--eval-size", type=int, default=500, help="held-out images, final evaluation")
-    p.add_argument("--n-samples", type=int, default=32, help="samples of p to draw")
-    return p.parse_args(argv)
+    p.add_argument("--scales", type=integer(1, 8), default=3, help="scales per multi-scale layer (1: plain conv)")
+    p.add_argument("--conv-layers", type=integer(0, 64), default=4, help="multi-scale convolution layers")
+    p.add_argument("--conv-width", type=integer(1, 1024), default=20, help="channels of each multi-scale layer")
+    p.add_argument("--dense-layers", type=integer(0, 64), default=1, help="1 x 1 tanh layers")
+    p.add_argument("--dense-width", type=integer(1, 1024), default=20, help="units of each 1 x 1 layer")
+    p.add_argument("--n-bumps", type=integer(1, 100_000), default=10, help="temporal basis functions J (eq. 63)")
+    p.add_argument("--strata", type=integer(1, 100_000), default=30,
+                   help="time steps drawn per held-out image (T - 1 or more: each step once, the exact bound)")
+    p.add_argument("--ema", type=real(0, 1, lo_open=False, hi_open=True), default=0.999,
+                   help="parameter EMA decay for evaluation (0: off)")
+    p.add_argument("--n-posterior", type=integer(1, 10_000), default=4, help="held-out images to inpaint and denoise")
+    p.add_argument("--particles", type=integer(1, 100_000), default=16, help="SMC particles per image")
+    add_common_options(p, out=os.path.join("runs", "dead_leaves"), eval_every=2000, eval_size=500, n_samples=32,
+                       max_samples=10_000, auto_shards="one per usable core, each running BLAS on one thread, "
+                                                       "as these GEMMs are too small to share")
+    return p
+
+
+def check_args(p, argv=None):
+    """``(args, given)``: the options' values and the dests the command line gives; refuses an
+    option given that would go unused, and values that do not fit together, as argparse refuses
+    a bad value.  A resumed run's model and data are the checkpoint's (:func:`saved_settings`)."""
+    args, given = p.parse_args(argv), given_options(p, argv)
+    for option in ("--scales", "--conv-width"):
+        refuse_unused(p, given, option, option[2:].replace("-", "_"), args.conv_layers == 0,
+                      "without multi-scale layers (--conv-layers 0)")
+    refuse_unused(p, given, "--dense-width", "dense_width", args.dense_layers == 0,
+                  "without 1 x 1 layers (--dense-layers 0)")
+    r_max, pool = args.r_max or args.size, 2 ** (args.scales - 1)
+    model = [(("scales", "size"), args.conv_layers == 0 or args.size % pool == 0,
+              f"--size a multiple of 2^(--scales - 1) = {pool}, to pool every scale"),
+             (("r_max", "r_min"), args.r_min <= r_max, f"--r-min <= --r-max (here {args.r_min:g} and {r_max:g})"),
+             (("n_train", "size"), args.n_train > args.size ** 2, f"--n-train > --size^2 = {args.size ** 2:,} "
+              "(the Gaussian baseline's covariance needs more images than pixels)"),
+             (("n_bumps", "T"), args.n_bumps <= args.T, f"--n-bumps <= --T (here {args.n_bumps} and {args.T})")]
+    held_out = [(("n_posterior", "eval_size"), args.n_posterior <= args.eval_size,
+                 f"--n-posterior <= --eval-size (here {args.n_posterior} and {args.eval_size})")]
+    refuse_misfits(p, args, given, ([] if args.resume else model) + held_out)
+    check_shards(p, args, given)
+    return args, given
+
+
+def saved_settings(config):
+    """The options a checkpoint fixes, by dest, as this demo would have been given them."""
+    net, sched, train, data = config["model"]["net"], config["model"]["schedule"], config["train"], config["data"]
+    return {"batch_size": train["batch_size"], "seed": train["seed"], "dtype": train["dtype"],
+            "shards": train["shards"], "ema": train["ema_decay"], "size": data["size"], "r_min": data["r_min"],
+            "r_max": data["size"] if data["r_max"] is None else data["r_max"], "n_train": data["n_train"],
+            "T": net["T"], "param": config["model"]["param"], "beta_1": sched["beta_1"], "learn_beta": sched["learn"],
+            "scales": net["n_scales"], "conv_layers": net["n_layers_conv"], "conv_width": net["n_hidden_conv"],
+            "dense_layers": net["n_layers_dense"], "dense_width": net["n_hidden_dense"],
+            "n_bumps": net["n_temporal_basis"]}
 
 
 def new_model(args):
-    net = ImageNetConfig(size=args.size, T=args.T, n_scales=args.scales, n_hidden_conv=args.conv_width,
-                         n_layers_conv=args.conv_layers, n_hidden_dense=args.dense_width,
-                         n_layers_dense=args.dense_layers, n_temporal_basis=args.n_bumps)
+    """The image model with the choices the options make."""
+    net = ImageNetConfig(size=args.size, T=args.T, n_scales=args.scales if args.conv_layers else 1,
+                         n_hidden_conv=args.conv_width, n_layers_conv=args.conv_layers,
+                         n_hidden_dense=args.dense_width, n_layers_dense=args.dense_layers,
+                         n_temporal_basis=args.n_bumps)
     return image_model(net, beta_1=args.beta_1, param=args.param, learn_beta=args.learn_beta)
 
 
@@ -110,64 +151,49 @@ class Data:
         return dl.dequantize(self.q_train[rng.integers(0, len(self.q_train), n)], rng)
 
 
-def make_trainer(args, xp, ck_path):
-    """A new trainer, or one resumed from ``ck_path`` (its data settings win); the eval history."""
-    keys = {"size": args.size, "r_min": args.r_min, "r_max": args.r_max, "n_train": args.n_train}
-    if args.resume:
-        with open(config_path(ck_path)) as f:
-            saved = json.load(f)
-        data = Data({**saved["data"], "n_val": args.eval_size}, saved["train"]["seed"])
-        trainer, config = Trainer.resume(ck_path, ImageDiffusion.from_config, data, xp, steps=args.steps)
-        print(f"resumed {ck_path} at step {trainer.step}")
-        return trainer, data, config.get("eval_history", [])
-    data = Data({**keys, "n_val": args.eval_size}, args.seed)
-    shards = args.shards or (min(usable_cores(), args.batch_size) if xp.__name__ == "numpy" else 1)
-    cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                      dtype=args.dtype, shards=shards, ema_decay=args.ema, warmup=200)
-    return Trainer(new_model(args), data, cfg, xp), data, []
+def make_data(args, config):
+    """The run's images, from its options, or a resumed run's from its checkpoint."""
+    cfg, seed = (vars(args), args.seed) if config is None else (config["data"], config["train"]["seed"])
+    return Data({**{k: cfg[k] for k in DATA_KEYS}, "n_val": args.eval_size}, seed)
 
 
-def per_pixel(nats, D):
-    return nats / (D * math.log(2))
+def make_trainer(parser, args, given, config, xp, data):
+    """A new trainer from the arguments, or one resumed from ``config``'s checkpoint; and the eval history."""
+    def new():
+        shards = args.shards or (min(usable_cores(), args.batch_size) if xp is numpy else 1)
+        cfg = TrainConfig(steps=args.steps or STEPS, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                          dtype=args.dtype, shards=shards, ema_decay=args.ema, warmup=200)
+        return Trainer(new_model(args), data, cfg, xp)
+
+    def resume(path, **overrides):
+        return Trainer.resume(path, ImageDiffusion.from_config, data, xp, model_class=ImageDiffusion,
+                              **overrides)[0]
+    return start_or_resume(parser, args, given, config, new, resume, extra=data_settings(data))
 
 
-class Progress:
-    """A line every few seconds; every ``eval_every`` steps a quick held-out bound and a checkpoint."""
+def data_settings(data):
+    """What a checkpoint keeps of the data, beside the model, to make the same images again."""
+    return {"data": {k: data.cfg[k] for k in DATA_KEYS}}
 
-    def __init__(self, data, args, history, start_step):
-        self.data, self.args, self.history = data, args, history
-        self.start, self.t0, self.last = start_step, time.perf_counter(), 0.0
 
-    def __call__(self, tr):
-        step, now = tr.step, time.perf_counter()
-        if step % self.args.eval_every == 0 or step == tr.cfg.steps:
-            x = tr.xp.asarray(self.data.x_val[:100])
-            r = evaluate_stratified(tr.model, tr.eval_params, x, numpy.random.default_rng(step), 20)
-            self.history.append([step, r["K_bits_per_pixel"], r["K_bits_per_pixel_stderr"]])
-            tr.save(os.path.join(self.args.out, "checkpoint.npz"),
-                    extra={"eval_history": self.history, "data": {k: self.data.cfg[k] for k in DATA_KEYS}})
-            print(f"  step {step:>6}: held-out K = {r['K_bits_per_pixel']:+.3f} ± "
-                  f"{r['K_bits_per_pixel_stderr']:.3f} bits/pixel (100 images); checkpoint saved", flush=True)
-        if now - self.last > 10 or step == tr.cfg.steps:
-            self.last, rate = now, (step - self.start) / max(now - self.t0, 1e-9)
-            recent = -numpy.mean([l for _, l in tr.losses[-200:]])
-            print(f"step {step:>6}/{tr.cfg.steps}  minibatch K ≈ {per_pixel(recent, self.data.D):+.2f} bits/pixel"
-                  f"  lr {tr.cfg.lr_at(step - 1):.2e}  {rate:.1f} steps/s  eta "
-                  f"{(tr.cfg.steps - step) / max(rate, 1e-9):.0f} s", flush=True)
+def quick_bound(model, params, x, rng):
+    """The bound at a checkpoint, 20 time steps per image: bits/pixel and its standard error."""
+    r = evaluate_stratified(model, params, x, rng, 20)
+    return r["K_bits_per_pixel"], r["K_bits_per_pixel_stderr"]
 
 
 def compare(res, data):
     """The bound beside the Gaussian baseline (paired per image) in both units, as a dict."""
     D, K, G = data.D, res["K_per_image_nats"], data.gauss_ll
-    se = lambda a: float(a.std(ddof=1) / math.sqrt(a.size))                      # noqa: E731
-    return {"K_bits_per_pixel": res["K_bits_per_pixel"], "K_bits_per_pixel_stderr": res["K_bits_per_pixel_stderr"],
-            "K_minus_L_null_bits_per_pixel": res["K_minus_L_null_bits_per_pixel"],
-            "K_minus_L_null_bits_per_pixel_stderr": res["K_minus_L_null_bits_per_pixel_stderr"],
-            "L_null_bits_per_pixel": dl.L_NULL_BITS, "L_null_on_these_images_bits_per_pixel": res["L_null_bits_per_pixel"],
-            "gaussian_bits_per_pixel": per_pixel(G.mean(), D), "gaussian_bits_per_pixel_stderr": per_pixel(se(G), D),
-            "gaussian_minus_L_null_bits_per_pixel": per_pixel(G.mean(), D) - res["L_null_bits_per_pixel"],
-            "K_minus_gaussian_bits_per_pixel": per_pixel((K - G).mean(), D),
-            "K_minus_gaussian_bits_per_pixel_stderr": per_pixel(se(K - G), D),
+    bpp = lambda nats: dl.bits_per_pixel(nats, D)                                  # noqa: E731
+    return {**{k: res[k] for k in ("K_bits_per_pixel", "K_bits_per_pixel_stderr", "K_minus_L_null_bits_per_pixel",
+                                   "K_minus_L_null_bits_per_pixel_stderr")},
+            "L_null_bits_per_pixel": dl.L_NULL_BITS,
+            "L_null_on_these_images_bits_per_pixel": res["L_null_bits_per_pixel"],
+            "gaussian_bits_per_pixel": bpp(G.mean()), "gaussian_bits_per_pixel_stderr": bpp(standard_error(G)),
+            "gaussian_minus_L_null_bits_per_pixel": bpp(G.mean()) - res["L_null_bits_per_pixel"],
+            "K_minus_gaussian_bits_per_pixel": bpp((K - G).mean()),
+            "K_minus_gaussian_bits_per_pixel_stderr": bpp(standard_error(K - G)),
             "nll_bits_per_dim": dl.nll_bits_per_dim(K.mean(), D),
             "gaussian_nll_bits_per_dim": dl.nll_bits_per_dim(G.mean(), D)}
 
@@ -254,7 +280,7 @@ def write_outputs(args, trainer, data, res, seconds, history):
     if history:
         h, loss = numpy.array(history), numpy.array(trainer.losses)
         plots.training_curve(h[:, 0], h[:, 1], h[:, 2], os.path.join(args.out, "training.png"), target=PAPER["K"],
-                             minibatch=(loss[:, 0], per_pixel(-loss[:, 1], data.D)))
+                             minibatch=(loss[:, 0], dl.bits_per_pixel(-loss[:, 1], data.D)))
     metrics = {**compare(res, data), "kl_bits_per_pixel_by_stratum": (res["kl_bits_by_stratum"] / data.D).tolist(),
                "strata": res["strata"].tolist(),
                "entropy_bits_per_pixel": H, "steps": trainer.step, "seconds": seconds,
@@ -265,36 +291,32 @@ def write_outputs(args, trainer, data, res, seconds, history):
     return metrics
 
 
+@guarded
 def main(argv=None):
     with blas_threads(1):                  # small GEMMs: one BLAS thread each (see --shards)
-        run(parse_args(argv))
+        run(argv)
 
 
-def run(args):
-    ck_path = os.path.join(args.out, "checkpoint.npz")
-    try:
-        xp = get_backend(args.backend)
-        trainer, data, history = make_trainer(args, xp, ck_path)
-    except (BackendError, CheckpointError, ValueError, OSError) as err:
-        sys.exit(f"error: {err}")
+def run(argv):
+    parser = make_parser()
+    args, given = check_args(parser, argv)
+    xp = check_backend(parser, args, given)
+    config = prepare_run(parser, args, given, OUTPUTS, "ImageDiffusion", saved_settings, EVALUATION_ONLY)
+    data = make_data(args, config)
+    trainer, history = make_trainer(parser, args, given, config, xp, data)
     print(f"training on {len(data.q_train)} dead-leaves images of {data.cfg['size']} x {data.cfg['size']}: "
           f"{trainer.params.flat.size} parameters, T = {trainer.model.T}, {trainer.model.cfg.param} kernel, "
           f"batch {trainer.cfg.batch_size}, {trainer.cfg.steps} steps on {xp.__name__}", flush=True)
-    t0 = time.perf_counter()
-    try:
-        trainer.run(callback=Progress(data, args, history, trainer.step), every=10)
-    except TrainingDiverged as err:
-        sys.exit(f"error: {err}\nthe last good checkpoint is {ck_path}")
-    seconds = time.perf_counter() - t0
+    train_or_exit(trainer, Progress(trainer.model, xp.asarray(data.x_val[:100]), args, history, trainer,
+                                    unit="bits/pixel", per=data.D, evaluate=quick_bound, extra=data_settings(data)))
     res = evaluate_stratified(trainer.model, trainer.eval_params, xp.asarray(data.x_val),
                               numpy.random.default_rng(trainer.cfg.seed + 1), args.strata)
-    metrics = write_outputs(args, trainer, data, res, seconds, history)
-    report(metrics, seconds, trainer.step, len(data.x_val))
+    metrics = write_outputs(args, trainer, data, res, trainer.seconds, history)
+    report(metrics, trainer.seconds, trainer.step, len(data.x_val))
     for task in ("inpainting", "denoising"):
         print(f"  {task}: " + "; ".join(f"{k} " + ", ".join(f"{n} {v:.3g}" for n, v in d.items())
                                         for k, d in metrics[task].items()))
-    print(f"wrote samples.png, bound_by_t.png, training.png, inpainting.png, denoising.png, metrics.json, "
-          f"checkpoint.npz to {args.out}/")
+    print(f"wrote {', '.join(OUTPUTS)}, checkpoint.npz to {args.out}/")
 
 
 if __name__ == "__main__":
