@@ -10,6 +10,8 @@ checkpoint (another model's, a corrupt one, one that would be overwritten).
 """
 import fcntl
 import hashlib
+import itertools
+import json
 import os
 import shutil
 import sys
@@ -19,6 +21,7 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "demos"))
 import run_folder  # noqa: E402
+import dead_leaves  # noqa: E402
 import heartbeat  # noqa: E402
 import swiss_roll  # noqa: E402
 import swiss_roll_posterior  # noqa: E402
@@ -51,17 +54,42 @@ BAD = {
                   "--n-bumps": ["0", "-3", "2001", "1.5"],
                   "--t-sampling": ["random", ""],
                   "--ema": ["-0.1", "1", "1.5", "nan", "inf", "x"]},
+    "dead_leaves": {**COMMON,
+                    "--size": ["0", "-1", "129", "2.5", "nan", "x"],
+                    "--r-min": ["0", "-1", "0.4", "nan", "inf", "x"],
+                    "--r-max": ["0", "-1", "0.49", "nan", "inf", "1e5", "x"],
+                    "--n-train": ["0", "1", "-1", "1.5", "x", "10000001"],
+                    "--T": ["0", "1", "-1", "1.5", "nan", "100001"],
+                    "--param": ["ddpm", ""],
+                    "--beta-1": ["0", "-1e-3", "1e-15", "1", "nan", "inf", "x"],
+                    "--scales": ["0", "-1", "9", "1.5"],
+                    "--conv-layers": ["-1", "65", "1.5", "x"],
+                    "--conv-width": ["0", "-1", "1025", "x"],
+                    "--dense-layers": ["-1", "65", "nan"],
+                    "--dense-width": ["0", "-1", "1025", "inf"],
+                    "--n-bumps": ["0", "-1", "1.5", "x", "100001"],
+                    "--strata": ["0", "-1", "1.5", "nan"],
+                    "--ema": ["-0.1", "1", "1.5", "nan", "inf", "x"],
+                    "--n-posterior": ["0", "-1", "x", "10001"],
+                    "--particles": ["0", "-1", "1.5", "x", "100001"],
+                    "--n-samples": ["0", "-1", "x", "10001"]},
     "swiss_roll_posterior": {"--seed": COMMON["--seed"],
                              "--particles": ["0", "-1", "1.5", "x", "100001"],
                              "--samples": ["0", "-1", "nan", "100001"],
                              "--denoise-points": ["0", "-2", "x", "10001"],
                              "--denoise-particles": ["0", "-2", "inf", "100001"]},
 }
-DEMOS = {"swiss_roll": swiss_roll, "heartbeat": heartbeat, "swiss_roll_posterior": swiss_roll_posterior}
+DEMOS = {"swiss_roll": swiss_roll, "heartbeat": heartbeat, "dead_leaves": dead_leaves,
+         "swiss_roll_posterior": swiss_roll_posterior}
 NOT_VALUES = {"-h", "--help", "--resume", "--overwrite", "--learn-beta", "--fixed-beta", "--out", "--checkpoint"}
 TINY = {"swiss_roll": ["--steps", "2", "--batch-size", "16", "--eval-size", "50", "--n-samples", "20"],
         "heartbeat": ["--steps", "2", "--batch-size", "16", "--eval-size", "20", "--n-samples", "20",
-                      "--n-bumps", "5"]}
+                      "--n-bumps", "5"],
+        "dead_leaves": ["--steps", "2", "--batch-size", "16", "--eval-size", "12", "--n-samples", "8",
+                        "--size", "4", "--T", "6", "--scales", "2", "--conv-layers", "1", "--conv-width", "3",
+                        "--dense-width", "3", "--n-bumps", "2", "--n-train", "64", "--n-posterior", "2",
+                        "--particles", "3", "--strata", "3"]}
+MODEL = {"swiss_roll": "a GaussianDiffusion", "heartbeat": "a BinomialDiffusion", "dead_leaves": "an ImageDiffusion"}
 
 
 def options_of(demo):
@@ -142,6 +170,23 @@ BETWEEN = {
                   (["--basis=identity", "--n-bumps=5"], "--n-bumps"),
                   (["--overwrite", "--resume"], "--resume"),
                   (["--ema"], "--ema")],
+    "dead_leaves": [(["--size=6"], "--size"),                                  # --scales 3: a multiple of 4
+                    (["--size=8", "--scales=5"], "--scales"),
+                    (["--conv-layers=0", "--scales=2"], "--scales"),
+                    (["--conv-layers=0", "--conv-width=5"], "--conv-width"),
+                    (["--dense-layers=0", "--dense-width=5"], "--dense-width"),
+                    (["--r-min=3", "--r-max=2"], "--r-max"),
+                    (["--size=2", "--scales=1", "--r-min=3"], "--r-min"),      # --r-max is --size
+                    (["--n-train=256"], "--n-train"),                          # 16 x 16 pixels
+                    (["--size=32", "--n-train=1000"], "--n-train"),
+                    (["--T=5"], "--T"),                                        # --n-bumps 10
+                    (["--T=5", "--n-bumps=6"], "--n-bumps"),
+                    (["--n-posterior=20", "--eval-size=10"], "--n-posterior"),
+                    (["--eval-size=3"], "--eval-size"),                        # --n-posterior 4
+                    (["--resume", "--eval-size=3"], "--eval-size"),
+                    (["--shards=17", "--batch-size=16"], "--shards"),
+                    (["--overwrite", "--resume"], "--resume"),
+                    (["--r-max"], "--r-max")],
     "swiss_roll_posterior": [(["--denoise-points=10000", "--denoise-particles=101"], "--denoise-particles"),
                              (["--particles"], "--particles")],
 }
@@ -188,7 +233,6 @@ def test_an_unusable_out_folder_is_refused_before_any_work(name, tmp_path, capsy
 @pytest.mark.parametrize("name", TINY)
 def test_a_run_in_out_is_continued_or_replaced_only_when_asked(name, finished, tmp_path, capsys):
     main, tiny, out = DEMOS[name].main, TINY[name], finished[name]
-    other = finished["heartbeat" if name == "swiss_roll" else "swiss_roll"]
     before = snapshot(out)
     err = refused(capsys, main, tiny + ["--out", str(out)], "--out")
     assert "already holds a run (step 2)" in err and "--resume" in err and "--overwrite" in err
@@ -198,10 +242,6 @@ def test_a_run_in_out_is_continued_or_replaced_only_when_asked(name, finished, t
     assert "7 differs from the checkpoint's 16" in err
     err = refused(capsys, main, ["--resume", "--dtype", "float64", "--out", str(out)], "--dtype")
     assert "float64 differs from the checkpoint's float32" in err
-    err = refused(capsys, main, ["--resume", "--out", str(other)], "--out")
-    want, found = (("GaussianDiffusion", "BinomialDiffusion") if name == "swiss_roll"
-                   else ("BinomialDiffusion", "GaussianDiffusion"))
-    assert f"holds a {found} model; this demo needs a {want} model" in err
     assert snapshot(out) == before
     err = refused(capsys, main, ["--resume", "--out", str(tmp_path / "none")], "--resume")
     assert "there is no checkpoint" in err and not (tmp_path / "none").exists()
@@ -214,12 +254,24 @@ def test_a_run_in_out_is_continued_or_replaced_only_when_asked(name, finished, t
     assert (tmp_path / "bad" / "checkpoint.npz").read_bytes() == b"not a checkpoint"
 
 
+@pytest.mark.parametrize("name, other", list(itertools.permutations(TINY, 2)))
+def test_another_models_checkpoint_is_refused_naming_both(name, other, finished, capsys):
+    out = finished[other]
+    before = snapshot(out)
+    err = refused(capsys, DEMOS[name].main, ["--resume", "--out", str(out)], "--out")
+    assert f"holds {MODEL[other]} model; this demo needs {MODEL[name]} model" in err
+    err = refused(capsys, DEMOS[name].main, TINY[name] + ["--out", str(out)], "--out")
+    assert "already holds a run (step 2); add --resume to continue it, or --overwrite" in err
+    assert snapshot(out) == before
+
+
 def test_the_posterior_demo_refuses_checkpoints_it_cannot_use(finished, tmp_path, capsys):
     main = swiss_roll_posterior.main
     out = tmp_path / "post"
-    err = refused(capsys, main, ["--checkpoint", str(finished["heartbeat"] / "checkpoint.npz"),
-                                 "--out", str(out)], "--checkpoint")
-    assert "holds a BinomialDiffusion model; this demo needs a GaussianDiffusion model" in err
+    for other in ("heartbeat", "dead_leaves"):
+        err = refused(capsys, main, ["--checkpoint", str(finished[other] / "checkpoint.npz"),
+                                     "--out", str(out)], "--checkpoint")
+        assert f"holds {MODEL[other]} model; this demo needs a GaussianDiffusion model" in err
     err = refused(capsys, main, ["--checkpoint", str(finished["swiss_roll"]), "--out", str(out)], "--checkpoint")
     assert "is a folder" in err
     err = refused(capsys, main, ["--checkpoint", str(tmp_path / "ck.npz"), "--out", str(out)], "--checkpoint")
@@ -280,6 +332,41 @@ def test_a_checkpoint_that_does_not_make_a_model_is_refused(finished, tmp_path, 
                                                       "--out", str(tmp_path / "post")], "--checkpoint")
     assert "carries a model configuration this demo cannot read" in err
     assert set(snapshot(out)) == set(before)
+
+
+def test_a_dead_leaves_checkpoint_without_its_data_settings_is_refused(finished, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(finished["dead_leaves"], out)
+    arrays, config = load_checkpoint(out / "checkpoint.npz")
+    del config["data"]
+    save_checkpoint(out / "checkpoint.npz", arrays, config)
+    before = snapshot(out)
+    err = refused(capsys, dead_leaves.main, ["--resume", "--steps", "4", "--out", str(out)], "--out")
+    assert "carries settings this demo cannot read (no 'data')" in err
+    assert snapshot(out) == before
+
+
+def test_a_dead_leaves_run_resumed_ends_where_an_uninterrupted_one_ends(tmp_path, capsys):
+    """Two steps, then two more with --resume (and the evaluation-only options changed back and
+    forth): every array of the checkpoint but the seconds, every figure and every number equal."""
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    tiny = TINY["dead_leaves"][2:] + ["--eval-every", "2"]
+    dead_leaves.main(tiny + ["--steps", "4", "--out", str(straight)])
+    dead_leaves.main(tiny + ["--steps", "2", "--strata", "2", "--out", str(split)])
+    dead_leaves.main(["--resume", "--steps", "4", "--eval-every", "2", "--eval-size", "12", "--n-samples", "8",
+                      "--n-posterior", "2", "--particles", "3", "--strata", "3", "--out", str(split)])
+    assert "resumed" in capsys.readouterr().out
+    (a, ca), (b, cb) = (load_checkpoint(d / "checkpoint.npz") for d in (straight, split))
+    assert ca == cb and ca["step"] == 4 and len(ca["eval_history"]) == 2 and set(a) == set(b)
+    for k in set(a) - {"seconds"}:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    assert sorted(os.listdir(straight)) == sorted(os.listdir(split))
+    for name in dead_leaves.OUTPUTS:
+        if name == "metrics.json":
+            ma, mb = (json.loads((d / name).read_text()) for d in (straight, split))
+            assert ma.pop("seconds") > 0 and mb.pop("seconds") > 0 and ma == mb
+        else:
+            assert (straight / name).read_bytes() == (split / name).read_bytes(), name
 
 
 @pytest.mark.parametrize("name", BAD)
