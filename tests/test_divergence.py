@@ -1,4 +1,5 @@
-"""Every way a run of the default swiss-roll model can diverge stops it the same way.
+"""Every way a run of the default swiss-roll model can diverge stops it the same way; so do
+the dead-leaves image model's (on tiny images).
 
 Each run below diverges in its own way; each must exit with code 1 and two
 lines: ``error: training diverged at step N: <what>`` and the last good
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "demos"))
+import dead_leaves  # noqa: E402
 import swiss_roll  # noqa: E402
 
 from numpy_diffusion.run.checkpoint import TMP_PREFIX, load_checkpoint  # noqa: E402
@@ -44,10 +46,10 @@ def saves(monkeypatch):
     return saved
 
 
-def diverges(argv, out, capsys):
+def diverges(argv, out, capsys, main=swiss_roll.main):
     """Run the demo to its divergence; returns ``(step named, message, checkpoint step named)``."""
     with pytest.raises(SystemExit) as exit_:
-        swiss_roll.main(argv + ["--out", str(out)])
+        main(argv + ["--out", str(out)])
     err = capsys.readouterr().err
     assert exit_.value.code == 1 and "Traceback" not in err, err
     first, second = err.rstrip("\n").split("\n")
@@ -115,3 +117,32 @@ def test_a_resumed_run_names_the_checkpoint_it_resumed(tmp_path, capsys, saves):
     assert (named, ck_step) == (5, 4)
     assert (out / "checkpoint.npz").read_bytes() == before and not saves
     assert load_checkpoint(out / "checkpoint.npz")[1]["train"]["lr"] == 1e-3      # as it was saved
+
+
+IMAGE = ["--size", "4", "--T", "6", "--scales", "2", "--conv-layers", "1", "--conv-width", "3", "--dense-width", "3",
+         "--n-bumps", "2", "--n-train", "64", "--batch-size", "16", "--eval-size", "12", "--n-samples", "8",
+         "--n-posterior", "2", "--particles", "3", "--strata", "3"]
+IMAGE_WAYS = [
+    (["--lr", "1e300"], 1, "the parameters are not finite after the Adam step"),
+    (["--lr", "1e30"], 2, "the gradient is not finite"),
+    (["--lr", "1e6"], 2, "the minibatch loss went far beyond its best"),                # finite, exploding
+]
+
+
+@pytest.mark.parametrize("argv, step, what", IMAGE_WAYS, ids=[" ".join(w[0]) for w in IMAGE_WAYS])
+def test_a_diverging_image_run_names_the_step_and_keeps_the_checkpoint(argv, step, what, tmp_path, capsys, saves):
+    named, message, ck_step = diverges(argv + IMAGE + ["--steps", "50"], tmp_path / "run", capsys, dead_leaves.main)
+    assert named == step and re.search(what, message) and ck_step == 0, message
+    kept(tmp_path / "run", saves, 0, float(argv[1]))
+
+
+def test_a_resumed_image_run_names_the_checkpoint_it_resumed(tmp_path, capsys, saves):
+    out = tmp_path / "run"
+    dead_leaves.main(IMAGE + ["--steps", "4", "--out", str(out)])
+    saves.clear()
+    before = (out / "checkpoint.npz").read_bytes()
+    for name in dead_leaves.OUTPUTS:
+        (out / name).unlink()
+    named, _, ck_step = diverges(["--resume", "--steps", "50", "--lr", "1e300"], out, capsys, dead_leaves.main)
+    assert (named, ck_step) == (5, 4) and not saves
+    kept(out, {4: before}, 4, 3e-3)
