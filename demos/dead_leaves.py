@@ -3,7 +3,7 @@ Table 1 and beside a full-covariance Gaussian on the same images; samples, inpai
 and denoising (Fig. 3).
 
     python demos/dead_leaves.py                     # 16 x 16, T = 1000, 30,000 steps (see below)
-    python demos/dead_leaves.py --resume            # continue the run in --out (up to --steps)
+    python demos/dead_leaves.py --resume            # continue the run in --out
     python demos/dead_leaves.py --size 64 --backend cupy --steps 20000 --batch-size 64   # on a GPU
 
 Writes to ``--out`` (default ``runs/dead_leaves/``): samples.png, bound_by_t.png, training.png,
@@ -56,7 +56,8 @@ def make_parser():
     p.add_argument("--r-max", type=real(0.5, 1e4, lo_open=False), default=None,
                    help="largest disc radius, pixels (default: --size)")
     p.add_argument("--n-train", type=integer(2, 10_000_000), default=20000,
-                   help="training images (dequantized afresh each use); more than pixels, for the Gaussian's")
+                   help="training images, dequantized afresh each use (more than --size^2: the Gaussian "
+                        "baseline's covariance needs them)")
     p.add_argument("--T", type=integer(2, 100_000), default=1000, help="trajectory length (the paper's 1000)")
     p.add_argument("--steps", type=integer(1, 10_000_000), default=None,
                    help=f"Adam steps of the whole run (default: {STEPS:,}; with --resume: the checkpoint's)")
@@ -74,7 +75,7 @@ def make_parser():
     p.add_argument("--conv-width", type=integer(1, 1024), default=20, help="channels of each multi-scale layer")
     p.add_argument("--dense-layers", type=integer(0, 64), default=1, help="1 x 1 tanh layers")
     p.add_argument("--dense-width", type=integer(1, 1024), default=20, help="units of each 1 x 1 layer")
-    p.add_argument("--n-bumps", type=integer(1, 100_000), default=10, help="temporal basis functions J (eq. 63)")
+    p.add_argument("--n-bumps", type=integer(1, 100_000), default=10, help="temporal basis functions J (eq. 63), at most --T")
     p.add_argument("--strata", type=integer(1, 100_000), default=30,
                    help="time steps drawn per held-out image (T - 1 or more: each step once, the exact bound)")
     p.add_argument("--ema", type=real(0, 1, lo_open=False, hi_open=True), default=0.999,
