@@ -1,7 +1,10 @@
-"""Time the default swiss-roll model: training steps and sampling, one JSON object per line.
+"""Time the default swiss-roll model (training steps, sampling) and the default dead-leaves
+image model (training steps), one JSON object per line.
 
-    python demos/benchmark.py                   # batches 1,024, 4,096, 16,384; 10,000 samples
+    python demos/benchmark.py                   # batches 1,024, 4,096, 16,384; 10,000 samples;
+                                                # image batches 32 and 128
     python demos/benchmark.py --quick           # a short run, to check that it works
+    python demos/benchmark.py --no-image        # the swiss-roll model only
     python demos/benchmark.py --backend cupy    # the same on a GPU
 
 A training step is what :meth:`Trainer.train_step` does: draw data, ``t`` and ``eps``,
@@ -13,6 +16,17 @@ elsewhere, and the step's GEMM arithmetic: ``gemm_flops_per_example`` counts onl
 matrix products a step needs, and ``gemm_fraction`` is the rate they run at over the
 machine's own float32 matmul rate, measured in the same run (``what: "matmul"``).
 BLAS threads are set by the environment (``OPENBLAS_NUM_THREADS``, ``OMP_NUM_THREADS``).
+
+The image lines (``what: "image_train_step"``) time the same step for the model
+``demos/dead_leaves.py`` trains by default (16 x 16 images, its widths and scales, its
+kernel parameterization, learning rate and EMA), built the way that demo builds it:
+one shard per usable core (at most one per image) and BLAS held to one thread, since
+these matrix products are too small to share.  The images are drawn from a pool of
+``IMAGE_POOL`` dead-leaves images, dequantized afresh each step as in the demo (the
+pool's size does not change a step's cost).  ``gemm_flops_per_example`` is then
+:func:`image_gemm_flops_per_example`, and ``gemm_fraction`` the same ratio to the
+matmul rate measured with the environment's BLAS threads (by default one per core:
+the cores the shards share).
 """
 import argparse
 import json
@@ -28,9 +42,15 @@ import numpy
 from numpy_diffusion.backend import BackendError, get_backend
 from numpy_diffusion.datasets import swiss_roll
 from numpy_diffusion.gaussian.model import swiss_roll_model
+from numpy_diffusion.image import dead_leaves as dl
+from numpy_diffusion.image.model import image_model
+from numpy_diffusion.image.network import ImageNetConfig
+from numpy_diffusion.run.speed import blas_threads, usable_cores
 from numpy_diffusion.run.training import TrainConfig, Trainer
 
 BATCHES = (1024, 4096, 16384)
+IMAGE_BATCHES = (32, 128)            # the dead-leaves demo's batch, and four times it
+IMAGE_POOL = 1024                    # training images the image steps draw from
 
 
 def parse_args(argv=None):
@@ -42,10 +62,14 @@ def parse_args(argv=None):
     p.add_argument("--batches", type=int, nargs="+", default=list(BATCHES), help="training batch sizes")
     p.add_argument("--steps", type=int, default=30, help="timed training steps per batch size")
     p.add_argument("--shards", type=int, default=0,
-                   help="threads a step splits its batch over (0: the trainer's choice, see run/speed.py)")
+                   help="threads a step splits its batch over (0: the trainer's choice, see run/speed.py; "
+                        "for the image model one per usable core, as its demo chooses)")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first")
     p.add_argument("--n-samples", type=int, default=10_000, help="points to sample through all T steps")
     p.add_argument("--repeats", type=int, default=3, help="timed sampling runs (median)")
+    p.add_argument("--image-batches", type=int, nargs="+", default=list(IMAGE_BATCHES),
+                   help="training batch sizes of the dead-leaves image model")
+    p.add_argument("--no-image", action="store_true", help="skip the image model's training steps")
     p.add_argument("--no-demo", action="store_true", help="skip the demo's peak-memory run")
     p.add_argument("--quick", action="store_true", help="a short run: fewer steps, smaller sizes")
     args = p.parse_args(argv)
@@ -112,6 +136,44 @@ def gemm_flops_per_example(cfg):
     return 2 * (forward + backward)
 
 
+def image_gemm_flops_per_example(cfg):
+    """Multiply-add FLOPs (2 per multiply-add) of the image network's matrix products in one
+    training step, per example, counted from the layer shapes.
+
+    With ``P = sum_s (size / 2^s)^2`` pixels over the ``S`` scales of a multi-scale
+    layer, ``HW = size^2`` and ``k`` the kernel side, each product is
+    ``rows x inner x columns`` multiply-adds:
+
+    - a multi-scale convolution ``C_in -> O``, as im2col and one GEMM at each scale:
+      forward ``P k^2 C_in O``; backward the same again for ``dW = cols^T dout`` and
+      again for ``dx`` (a convolution of ``dout`` with the flipped kernel), except in
+      the first layer, whose ``dx`` a fixed schedule does not need;
+    - each 1 x 1 layer and the map to the ``2 C J`` temporal coefficients ``C_in -> O``:
+      forward ``HW C_in O``; backward ``dW``, and ``dx`` for every layer but the first;
+    - the per-pixel readout (eq. 62), ``HW 2C`` dot products of length ``J`` forward,
+      and its transpose (``dy = dz g(t)^T``, a broadcast product) backward.
+
+    With a learned schedule the first layer's ``dx`` counts too.  Not counted: the
+    im2col copies, pooling and upsampling, the nonlinearities and the diffusion's
+    element-wise terms, none of which is a matrix product.  (At the default, 16 x 16
+    and 3 scales: ``P = 336``; the three 20 -> 20 multi-scale layers are 94% of the count.)
+    """
+    net, learn = cfg.net, cfg.schedule.learn
+    HW, k2, C, J = net.size ** 2, net.kernel ** 2, net.channels, net.n_temporal_basis
+    P = sum((net.size >> s) ** 2 for s in range(net.n_scales))
+    conv_in = ([C] + [net.n_hidden_conv] * net.n_layers_conv)[:net.n_layers_conv]
+    convs = [P * k2 * c_in * net.n_hidden_conv for c_in in conv_in]
+    widths = [net.n_hidden_conv if net.n_layers_conv else C] + [net.n_hidden_dense] * net.n_layers_dense
+    pointwise = [HW * c_in * c_out for c_in, c_out in zip(widths, widths[1:] + [2 * C * J])]
+    layers = convs + pointwise                                        # in forward order
+    readout = HW * 2 * C * J
+    forward = sum(layers) + readout
+    backward = sum(layers) + sum(layers[1:]) + readout                # dW for all; dx all but the first
+    if learn:
+        backward += layers[0]
+    return 2 * (forward + backward)
+
+
 def matmul_gflops(xp, dtype, n, repeats):
     """The machine's float matmul rate, GFLOP/s, from ``xp.matmul`` on two ``n x n`` matrices."""
     rng = numpy.random.default_rng(0)
@@ -140,6 +202,38 @@ def bench_training(batch, args, xp, rate):
             "gemm_flops_per_example": flops, "gemm_gflops": flops * batch / (ms * 1e6),
             "gemm_fraction": flops * batch / (ms * 1e6) / rate, "n_params": int(trainer.params.flat.size),
             **architecture(cfg)}
+
+
+def make_image_trainer(batch, xp, dtype="float32", seed=0, shards=0):
+    """A trainer of the default dead-leaves model, as ``demos/dead_leaves.py`` builds it with its
+    default options: 16 x 16 images (discs of radius 1 to 16), :class:`ImageNetConfig`'s widths and
+    scales, the bounded kernel with ``beta_1 = 1e-3``, learning rate 3e-3, EMA 0.999, one shard per
+    usable core; images from a pool of ``IMAGE_POOL``."""
+    net = ImageNetConfig(size=16)
+    model = image_model(net, beta_1=1e-3, param="bounded")
+    q = dl.dead_leaves(IMAGE_POOL, net.size, numpy.random.default_rng(seed))
+    data = lambda n, rng: dl.dequantize(q[rng.integers(0, len(q), n)], rng)          # noqa: E731
+    shards = shards or (min(usable_cores(), batch) if xp.__name__ == "numpy" else 1)
+    cfg = TrainConfig(steps=10 ** 9, batch_size=batch, lr=3e-3, seed=seed, dtype=dtype, shards=shards,
+                      ema_decay=0.999, warmup=200)
+    return Trainer(model, data, cfg, xp)
+
+
+def bench_image_training(batch, args, xp, rate):
+    with blas_threads(1):                  # as the demo runs: one BLAS thread per shard
+        trainer = make_image_trainer(batch, xp, args.dtype, shards=args.shards)
+        for _ in range(args.warmup):
+            trainer.train_step()
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        ms = median_ms(trainer.train_step, xp, args.steps)
+        faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / args.steps
+    cfg = trainer.model.cfg
+    flops = image_gemm_flops_per_example(cfg)
+    return {"what": "image_train_step", "batch": batch, "ms_per_step": ms, "samples_per_s": batch / ms * 1e3,
+            "shards": trainer.cfg.shards, "page_faults_per_step": faults,
+            "gemm_flops_per_example": flops, "gemm_gflops": flops * batch / (ms * 1e6),
+            "gemm_fraction": flops * batch / (ms * 1e6) / rate, "n_params": int(trainer.params.flat.size),
+            **cfg.net.to_dict(), "param": cfg.param, "learn_beta": cfg.schedule.learn}
 
 
 def bench_sampling(args, xp):
@@ -198,6 +292,9 @@ def main(argv=None):
     for batch in args.batches:
         emit(bench_training(batch, args, xp, rate))
     emit(bench_sampling(args, xp))
+    if not args.no_image:
+        for batch in args.image_batches:
+            emit(bench_image_training(batch, args, xp, rate))
     if not args.no_demo:
         print(json.dumps({**bench_demo_memory(), **common}), flush=True)
 

@@ -79,10 +79,32 @@ def test_posterior_demo_on_a_tiny_checkpoint(tmp_path, capsys):
 
 def test_benchmark_quick_prints_json_lines(capsys):
     import benchmark
-    benchmark.main(["--quick", "--batches", "256", "--steps", "2", "--n-samples", "200"])
+    benchmark.main(["--quick", "--batches", "256", "--steps", "2", "--n-samples", "200",
+                    "--image-batches", "4", "8"])
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     steps = [r for r in rows if r["what"] == "train_step"]
-    assert steps and all(k in steps[0] for k in ("batch", "ms_per_step", "samples_per_s", "peak_rss_mb",
-                                                 "dtype", "backend", "gemm_fraction", "shards",
-                                                 "page_faults_per_step"))
+    keys = ("batch", "ms_per_step", "samples_per_s", "peak_rss_mb", "dtype", "backend", "gemm_fraction",
+            "shards", "page_faults_per_step")
+    assert steps and all(k in steps[0] for k in keys)
     assert any(r["what"] == "sample" for r in rows)
+    images = [r for r in rows if r["what"] == "image_train_step"]
+    assert [r["batch"] for r in images] == [4, 8] and all(k in images[0] for k in keys + ("gemm_flops_per_example",))
+
+
+def test_benchmark_image_gemm_count_by_hand():
+    """The default image network's count, written out layer by layer (16 x 16, 3 scales:
+    256 + 64 + 16 = 336 pixels; 3 x 3 kernels; widths 20; J = 10; a fixed schedule)."""
+    import benchmark
+    cfg = benchmark.make_image_trainer(4, np).model.cfg
+    conv_first, conv = 336 * 9 * 1 * 20, 336 * 9 * 20 * 20        # 1 -> 20, then 20 -> 20 (three times)
+    dense, coef, readout = 256 * 20 * 20, 256 * 20 * 20, 256 * 2 * 10
+    forward = conv_first + 3 * conv + dense + coef + readout
+    backward = (conv_first + 3 * conv + dense + coef) + (3 * conv + dense + coef) + readout   # dW; dx but the first's
+    assert benchmark.image_gemm_flops_per_example(cfg) == 2 * (forward + backward)
+
+
+def test_benchmark_times_the_dead_leaves_demos_default_model():
+    import benchmark
+    import dead_leaves
+    demo = dead_leaves.new_model(dead_leaves.make_parser().parse_args([]))
+    assert benchmark.make_image_trainer(4, np).model.config() == demo.config()
