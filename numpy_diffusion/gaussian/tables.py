@@ -61,8 +61,8 @@ def tables_forward(beta, *, xp=numpy):
     L_prev = numpy.concatenate([[0.0], L[:-1]])                     # log alpha_bar_{t-1}
     M_prev = numpy.concatenate([[-numpy.inf], M[:-1]])              # log(1 - alpha_bar_{t-1})
 
-    def row0(first, a):                                             # prepend the entry at t = 0
-        return numpy.concatenate([[first], a])
+    def row0(first, values):                                        # prepend the entry at t = 0
+        return numpy.concatenate([[first], values])
 
     tab = {"beta": beta, "alpha": 1 - beta, "log_alpha": row0(0.0, log_alpha),
            "log_alpha_bar": row0(0.0, L), "log_one_minus_alpha_bar": row0(-numpy.inf, M)}
@@ -111,14 +111,14 @@ def tables_backward(dtables, cache):
     stacked = to_host(array_module(*dtables.values()).stack([dtables[k] for k in names])) if names else ()
     d = {k: numpy.zeros_like(tab["beta"]) for k in DIFFERENTIABLE}
     d.update({k: numpy.asarray(g, dtype=numpy.float64)[1:] for k, g in zip(names, stacked)})
-    b, a, c0, ct = tab["beta"], tab["alpha"], tab["post_coef_x0"], tab["post_coef_xt"]
-    gL, gM = numpy.zeros(b.size + 1), numpy.zeros(b.size + 1)      # index t = 0..T
+    beta, alpha, c0, ct = tab["beta"], tab["alpha"], tab["post_coef_x0"], tab["post_coef_xt"]
+    gL, gM = numpy.zeros(beta.size + 1), numpy.zeros(beta.size + 1)   # index t = 0..T
     gb = d["sqrt_beta"] / (2 * tab["sqrt_beta"])                    # d sqrt(b)/db = 1 / (2 sqrt(b))
     gb -= d["sqrt_alpha"] / (2 * tab["sqrt_alpha"])                 # d sqrt(1-b)/db = -1 / (2 sqrt(1-b))
-    gb += d["log_beta"] / b                                         # d log(b)/db = 1/b
-    gb += d["logit_beta"] / (b * a)                                 # d logit(b)/db = 1 / (b (1-b))
-    gb += (d["log_beta_tilde"] + d["post_coef_x0"] * c0) / b        # d log beta_tilde/db = 1/b; dc0/db = c0/b
-    gb -= d["post_coef_xt"] * ct / (2 * a)                          # dct/db = -ct / (2 (1-b))
+    gb += d["log_beta"] / beta                                      # d log(b)/db = 1/b
+    gb += d["logit_beta"] / (beta * alpha)                          # d logit(b)/db = 1 / (b (1-b))
+    gb += (d["log_beta_tilde"] + d["post_coef_x0"] * c0) / beta     # d log beta_tilde/db = 1/b; dc0/db = c0/b
+    gb -= d["post_coef_xt"] * ct / (2 * alpha)                      # dct/db = -ct / (2 (1-b))
     gL[1:] += d["sqrt_alpha_bar"] * tab["sqrt_alpha_bar"] / 2       # d exp(L/2)/dL = exp(L/2)/2
     gL[:-1] += d["post_coef_x0"] * c0 / 2                           # dc0/dL_{t-1} = c0/2
     gM[1:] += d["sqrt_one_minus_alpha_bar"] * tab["sqrt_one_minus_alpha_bar"] / 2  # d exp(M/2)/dM
@@ -126,7 +126,7 @@ def tables_backward(dtables, cache):
     gM[1:] -= d["log_beta_tilde"] + d["post_coef_x0"] * c0 + d["post_coef_xt"] * ct  # d/dM_t = -1, -c0, -ct
     gM[:-1] += d["log_beta_tilde"] + d["post_coef_xt"] * ct         # d/dM_{t-1} = 1, ct
     gL[1:] -= gM[1:] * tab["alpha_bar"] / tab["one_minus_alpha_bar"]  # dM/dL = -alpha_bar / (1 - alpha_bar)
-    gb -= numpy.cumsum(gL[1:][::-1])[::-1] / a                      # L_t = sum_{s<=t} log(1 - b_s)
+    gb -= numpy.cumsum(gL[1:][::-1])[::-1] / alpha                  # L_t = sum_{s<=t} log(1 - b_s)
     return numpy.concatenate([[0.0], gb])
 
 

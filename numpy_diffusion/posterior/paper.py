@@ -223,19 +223,19 @@ def forward_kernel_chain_moments(tables, y, sigma_d, choice, *, smooth=False):
 
     For ``p(x_{t-1} | x_t) = N(sqrt(alpha_t) x_t, beta_t)`` (a zero network in the
     ``'reference'`` parameterization; ``p(x_0) = N(0, 1)`` exactly) and a scalar
-    ``r(x) = N(y; x, sigma_d^2)``, each modified step is ``x' = k x + b + sqrt(var) eps``:
+    ``r(x) = N(y; x, sigma_d^2)``, each modified step is ``x' = k x + shift + sqrt(var) eps``:
     the exact product (eq. 22) or, with ``smooth``, the mean shift of Table App.1.
     Returns ``(mean, variance)`` of ``x_0`` as floats; compare ``N(y/(1+s2), s2/(1+s2))``.
     """
     c, prec = r_schedule(tables, sigma_d, choice)
     beta = numpy.asarray(to_host(tables["beta"]), dtype=numpy.float64)
-    M, V = 0.0, 0.0
+    mean, variance = 0.0, 0.0                                             # of x_t, as t falls
     for t in range(beta.shape[0], 0, -1):                                 # t = T + 1: pi
-        a, v = (0.0, 1.0) if t == beta.shape[0] else (math.sqrt(1 - beta[t]), beta[t])
-        g = v * prec[t - 1]
+        scale, kernel_var = (0.0, 1.0) if t == beta.shape[0] else (math.sqrt(1 - beta[t]), beta[t])
+        gain = kernel_var * prec[t - 1]                                   # the kernel's variance over r's
         if smooth:                                                        # Table App.1: mean shift
-            k, b, var = a * (1 - g), g * c[t - 1] * y, v
+            k, shift, var = scale * (1 - gain), gain * c[t - 1] * y, kernel_var
         else:                                                             # eq. (22): exact product
-            k, b, var = a / (1 + g), g * c[t - 1] * y / (1 + g), v / (1 + g)
-        M, V = k * M + b, k * k * V + var
-    return float(M), float(V)
+            k, shift, var = scale / (1 + gain), gain * c[t - 1] * y / (1 + gain), kernel_var / (1 + gain)
+        mean, variance = k * mean + shift, k * k * variance + var
+    return float(mean), float(variance)

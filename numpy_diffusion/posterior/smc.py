@@ -63,10 +63,10 @@ def _reweight(log_w, inc, log_Z):
     """Add a weight increment to normalized log weights (B, N); renormalize per row and
     accumulate ``log Z`` (B,) by the row's ``log sum exp``.  Returns ``(log_w, log_Z, w)``."""
     xp = array_module(log_w)
-    a = log_w + inc
-    top = a.max(axis=1, keepdims=True)
-    log_sum = top + xp.log(xp.exp(a - top).sum(axis=1, keepdims=True))    # (B, 1)
-    log_w = a - log_sum
+    unnormalized = log_w + inc
+    top = unnormalized.max(axis=1, keepdims=True)
+    log_sum = top + xp.log(xp.exp(unnormalized - top).sum(axis=1, keepdims=True))   # (B, 1)
+    log_w = unnormalized - log_sum
     return log_w, log_Z + log_sum[:, 0], xp.exp(log_w)
 
 
