@@ -70,54 +70,62 @@ def softplus(x):
     return xp.maximum(x, 0) + xp.log1p(xp.exp(-xp.abs(x)))
 
 
-class ActivationCache(NamedTuple):
-    local: object                             # (N, H) what the derivative needs: out, or x, or a slope
+class OutputCache(NamedTuple):
+    out: object                               # (N, H) the activation's output, when its derivative is one of it
+
+
+class InputCache(NamedTuple):
+    x: object                                 # (N, H) the activation's input
+
+
+class SlopeCache(NamedTuple):
+    slope: object                             # (N, H) the local slope, 1 or the leak
 
 
 def tanh_forward(x):
     """``tanh(x)``; caches the output, since ``tanh' = 1 - tanh^2``."""
     out = array_module(x).tanh(x)
-    return out, ActivationCache(out)
+    return out, OutputCache(out)
 
 
 def tanh_backward(dout, cache):
     """``dx = dout (1 - tanh(x)^2)``."""
-    out = cache.local
+    out = cache.out
     return dout * (1 - out * out)                     # tanh' = 1 - tanh^2
 
 
 def sigmoid_forward(x):
     """``sigma(x)``; caches the output, since ``sigma' = sigma (1 - sigma)``."""
     out = sigmoid(x)
-    return out, ActivationCache(out)
+    return out, OutputCache(out)
 
 
 def sigmoid_backward(dout, cache):
     """``dx = dout sigma(x) (1 - sigma(x))``."""
-    out = cache.local
+    out = cache.out
     return dout * out * (1 - out)                     # sigma' = sigma (1 - sigma)
 
 
 def softplus_forward(x):
     """``softplus(x)``; caches ``x``, since ``softplus' = sigma``."""
-    return softplus(x), ActivationCache(x)
+    return softplus(x), InputCache(x)
 
 
 def softplus_backward(dout, cache):
     """``dx = dout sigma(x)``."""
-    return dout * sigmoid(cache.local)                # softplus' = sigma
+    return dout * sigmoid(cache.x)                    # softplus' = sigma
 
 
 def leaky_relu_forward(x, *, slope=0.01):
     """``x`` where positive, ``slope x`` elsewhere; caches the local slope."""
     xp = array_module(x)
-    local = xp.where(x > 0, 1, slope).astype(x.dtype)
-    return x * local, ActivationCache(local)
+    local_slope = xp.where(x > 0, 1, slope).astype(x.dtype)
+    return x * local_slope, SlopeCache(local_slope)
 
 
 def leaky_relu_backward(dout, cache):
     """``dx = dout (1 if x > 0 else slope)``."""
-    return dout * cache.local                         # piecewise-constant derivative
+    return dout * cache.slope                         # piecewise-constant derivative
 
 
 ACTIVATIONS = {

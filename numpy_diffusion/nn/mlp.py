@@ -51,7 +51,7 @@ def n_layers(params, prefix="mlp."):
 
 class MLPCache(NamedTuple):
     linear: list                              # one LinearCache per layer
-    act: list                                 # one ActivationCache per layer, None where none applied
+    act: list                                 # one activation cache per layer, None where none applied
     activation: str
     prefix: str
 
