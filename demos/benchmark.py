@@ -188,19 +188,25 @@ def make_trainer(batch, xp, dtype="float32", seed=0, shards=0):
     return Trainer(swiss_roll_model(), lambda n, rng: swiss_roll(n, rng), cfg, xp)
 
 
-def bench_training(batch, args, xp, rate):
-    trainer = make_trainer(batch, xp, args.dtype, shards=args.shards)
+def time_steps(trainer, args, xp, rate, flops):
+    """Median ms per training step after a warm-up, page faults per step, and the GEMM rate
+    they imply: the record's common keys."""
     for _ in range(args.warmup):
         trainer.train_step()
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     ms = median_ms(trainer.train_step, xp, args.steps)
     faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / args.steps
-    cfg = trainer.model.cfg
-    flops = gemm_flops_per_example(cfg)
-    return {"what": "train_step", "batch": batch, "ms_per_step": ms, "samples_per_s": batch / ms * 1e3,
+    batch = trainer.cfg.batch_size
+    return {"batch": batch, "ms_per_step": ms, "samples_per_s": batch / ms * 1e3,
             "shards": trainer.cfg.shards, "page_faults_per_step": faults,
             "gemm_flops_per_example": flops, "gemm_gflops": flops * batch / (ms * 1e6),
-            "gemm_fraction": flops * batch / (ms * 1e6) / rate, "n_params": int(trainer.params.flat.size),
+            "gemm_fraction": flops * batch / (ms * 1e6) / rate, "n_params": int(trainer.params.flat.size)}
+
+
+def bench_training(batch, args, xp, rate):
+    trainer = make_trainer(batch, xp, args.dtype, shards=args.shards)
+    cfg = trainer.model.cfg
+    return {"what": "train_step", **time_steps(trainer, args, xp, rate, gemm_flops_per_example(cfg)),
             **architecture(cfg)}
 
 
@@ -222,18 +228,10 @@ def make_image_trainer(batch, xp, dtype="float32", seed=0, shards=0):
 def bench_image_training(batch, args, xp, rate):
     with blas_threads(1):                  # as the demo runs: one BLAS thread per shard
         trainer = make_image_trainer(batch, xp, args.dtype, shards=args.shards)
-        for _ in range(args.warmup):
-            trainer.train_step()
-        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        ms = median_ms(trainer.train_step, xp, args.steps)
-        faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / args.steps
-    cfg = trainer.model.cfg
-    flops = image_gemm_flops_per_example(cfg)
-    return {"what": "image_train_step", "batch": batch, "ms_per_step": ms, "samples_per_s": batch / ms * 1e3,
-            "shards": trainer.cfg.shards, "page_faults_per_step": faults,
-            "gemm_flops_per_example": flops, "gemm_gflops": flops * batch / (ms * 1e6),
-            "gemm_fraction": flops * batch / (ms * 1e6) / rate, "n_params": int(trainer.params.flat.size),
-            **cfg.net.to_dict(), "param": cfg.param, "learn_beta": cfg.schedule.learn}
+        cfg = trainer.model.cfg
+        timed = time_steps(trainer, args, xp, rate, image_gemm_flops_per_example(cfg))
+    return {"what": "image_train_step", **timed, **cfg.net.to_dict(), "param": cfg.param,
+            "learn_beta": cfg.schedule.learn}
 
 
 def bench_sampling(args, xp):
