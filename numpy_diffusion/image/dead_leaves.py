@@ -28,12 +28,12 @@ import math
 
 import numpy
 
+from ..bits import LN2
 from ..validation import check_positive_int
 
 SHIFT = 128.0                                   # grey levels
 SCALE = 256.0 / math.sqrt(12.0)                 # grey levels per unit of x0
 L_NULL_BITS = -0.5 * math.log2(2 * math.pi * math.e)   # per pixel, N(0, 1) on unit-variance data
-LN2 = math.log(2.0)
 
 
 def _radii(n, r_min, r_max, rng):

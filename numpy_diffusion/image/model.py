@@ -15,7 +15,7 @@ length: an unbiased estimate of each image's bound, whose spread over images
 import numpy
 
 from ..backend import array_module, to_host
-from ..bits import LN2, standard_error
+from ..bits import LN2, table1_report
 from ..gaussian.bound import entropy_sum, entropy_terms, kl_forward, standard_normal_logpdf
 from ..gaussian.forward import q_posterior_forward, q_sample_forward
 from ..gaussian.model import GaussianDiffusion, ModelConfig
@@ -111,12 +111,11 @@ def evaluate_stratified(model, params, x0, rng, n_strata=50, chunk=1024):
     """
     res = bound_stratified(model, params, x0, rng, n_strata, chunk)
     D, K = x0.shape[1], res["K"]
-    log_pi = to_host(standard_normal_logpdf(x0))                                   # eq. (4)
+    log_pi = to_host(standard_normal_logpdf(x0))                                   # L_null's terms, Table 1
     per_pixel = 1.0 / (D * LN2)
-    return {"K_bits_per_pixel": float(K.mean()) * per_pixel, "K_bits_per_pixel_stderr": standard_error(K) * per_pixel,
-            "L_null_bits_per_pixel": float(log_pi.mean()) * per_pixel,
-            "K_minus_L_null_bits_per_pixel": float((K - log_pi).mean()) * per_pixel,
-            "K_minus_L_null_bits_per_pixel_stderr": standard_error(K - log_pi) * per_pixel,
-            "K_per_image_nats": K, "kl_bits_by_stratum": res["kl"].mean(axis=0) / LN2,
+    report = table1_report(K / D, log_pi / D)                                      # Table 1's numbers, per pixel
+    out = {name.replace("bits", "bits_per_pixel"): report[name] for name in
+           ("K_bits", "K_bits_stderr", "L_null_bits", "K_minus_L_null_bits", "K_minus_L_null_bits_stderr")}
+    return {**out, "K_per_image_nats": K, "kl_bits_by_stratum": res["kl"].mean(axis=0) / LN2,
             "strata": res["edges"], "n_strata": int(res["edges"].size - 1),
             "entropy_bits_per_pixel": {k: res[k] * per_pixel for k in ("H_q_T", "H_q_1", "H_p_T")}}
