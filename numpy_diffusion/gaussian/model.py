@@ -181,7 +181,9 @@ class GaussianDiffusion:
         xt = self._check_x0(xt, xp, "x_t")
         if numpy.ndim(t) == 0:
             t = numpy.full(xt.shape[0], check_steps("t", t, 2, self.T), dtype=numpy.int64)
-        t = to_device(check_steps("t", t, 2, self.T, shape=(xt.shape[0],)), xp)
+        else:
+            check_steps("t", t, 2, self.T, shape=(xt.shape[0],))
+        t = to_device(t, xp)
         (mu_p, logvar_p), _ = p_mean_logvar_forward(self.predict(params)(xt, t), xt, t, self.tables(params),
                                                     param=self.cfg.param)
         return mu_p, logvar_p
