@@ -112,7 +112,8 @@ def load_model(path):
 
 
 def gaussian_check(rng):
-    """The closed-form Gaussian case of SPEC §5 beside both samplers' estimates."""
+    """The closed-form Gaussian case (``p(x0) = N(0, 1)``, a Gaussian ``r``; see
+    :func:`numpy_diffusion.posterior.paper.forward_kernel_chain_moments`) beside both samplers' estimates."""
     T, y, s2 = 40, 1.0, 0.5
     net = NetConfig(D=1, T=T, net="mlp", hidden=(8,), basis="identity")
     sched = ScheduleConfig(T=T, beta_1=1e-5, baseline="reference")
