@@ -201,7 +201,7 @@ def compare(res, data):
 
 def report(m, seconds, steps, n):
     print(f"\nheld-out bound on {n} images ({steps} steps in {seconds:.0f} s); bits/pixel on unit-variance data:")
-    print(f"                       diffusion (K)        Gaussian, full cov.   paper, Table 1")
+    print("                       diffusion (K)        Gaussian, full cov.   paper, Table 1")
     print(f"  log-likelihood      {m['K_bits_per_pixel']:+7.3f} ± {m['K_bits_per_pixel_stderr']:.3f}"
           f"     {m['gaussian_bits_per_pixel']:+7.3f} ± {m['gaussian_bits_per_pixel_stderr']:.3f}"
           f"       {PAPER['K']:+7.3f}")

@@ -43,14 +43,6 @@ def check_choice(name, value, allowed):
     return value
 
 
-def check_same_rows(**arrays):
-    """Check that every array given by keyword has the same first dimension."""
-    rows = {k: v.shape[0] for k, v in arrays.items()}
-    if len(set(rows.values())) > 1:
-        said = ", ".join(f"{k} has {n}" for k, n in rows.items())
-        raise ValueError(f"arrays must have the same number of rows (examples): {said}")
-
-
 def check_steps(name, t, first, last, shape=None):
     """Check time steps: integers (not booleans or floats) in ``first..last``, of ``shape``.
 

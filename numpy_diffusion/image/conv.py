@@ -71,7 +71,7 @@ def conv_forward_naive(x, W, b):
 def conv_backward_naive(dout, cache):
     """Gradients of :func:`conv_forward_naive`: returns ``(dx, dW, db)``."""
     x, W = cache
-    xp, k, (N, H, Wd, _) = array_module(x), W.shape[0], x.shape
+    xp, k, (_, H, Wd, _) = array_module(x), W.shape[0], x.shape
     p = k // 2
     xpad = _pad(x, p)                                                 # (N, H+2p, W+2p, C)
     dxpad, dW = xp.zeros_like(xpad), xp.empty_like(W)
