@@ -76,6 +76,10 @@ def make_parser():
     p.add_argument("--dense-layers", type=integer(0, 64), default=1, help="1 x 1 tanh layers")
     p.add_argument("--dense-width", type=integer(1, 1024), default=20, help="units of each 1 x 1 layer")
     p.add_argument("--n-bumps", type=integer(1, 100_000), default=10, help="temporal basis functions J (eq. 63), at most --T")
+    p.add_argument("--bump-spacing", choices=("log", "linear"), default="log",
+                   help="bump centres evenly spaced in log t, or in t (the paper's, eq. 63)")
+    p.add_argument("--t-sampling", choices=("log-uniform", "uniform"), default="log-uniform",
+                   help="how training draws t: P(t) ∝ 1/t, weighted by 1/P(t), or uniform")
     p.add_argument("--strata", type=integer(1, 100_000), default=30,
                    help="time steps drawn per held-out image (T - 1 or more: each step once, the exact bound)")
     p.add_argument("--ema", type=real(0, 1, lo_open=False, hi_open=True), default=0.999,
@@ -121,7 +125,8 @@ def saved_settings(config):
             "T": net["T"], "param": config["model"]["param"], "beta_1": sched["beta_1"], "learn_beta": sched["learn"],
             "scales": net["n_scales"], "conv_layers": net["n_layers_conv"], "conv_width": net["n_hidden_conv"],
             "dense_layers": net["n_layers_dense"], "dense_width": net["n_hidden_dense"],
-            "n_bumps": net["n_temporal_basis"]}
+            "n_bumps": net["n_temporal_basis"], "bump_spacing": net.get("bump_spacing", "linear"),
+            "t_sampling": config["model"].get("t_sampling", "uniform")}
 
 
 def new_model(args):
@@ -129,8 +134,9 @@ def new_model(args):
     net = ImageNetConfig(size=args.size, T=args.T, n_scales=args.scales if args.conv_layers else 1,
                          n_hidden_conv=args.conv_width, n_layers_conv=args.conv_layers,
                          n_hidden_dense=args.dense_width, n_layers_dense=args.dense_layers,
-                         n_temporal_basis=args.n_bumps)
-    return image_model(net, beta_1=args.beta_1, param=args.param, learn_beta=args.learn_beta)
+                         n_temporal_basis=args.n_bumps, bump_spacing=args.bump_spacing)
+    return image_model(net, beta_1=args.beta_1, param=args.param, learn_beta=args.learn_beta,
+                       t_sampling=args.t_sampling)
 
 
 class Data:

@@ -68,6 +68,8 @@ BAD = {
                     "--dense-layers": ["-1", "65", "nan"],
                     "--dense-width": ["0", "-1", "1025", "inf"],
                     "--n-bumps": ["0", "-1", "1.5", "x", "100001"],
+                    "--bump-spacing": ["exp", "LOG", ""],
+                    "--t-sampling": ["stratified", "1/t", ""],
                     "--strata": ["0", "-1", "1.5", "nan"],
                     "--ema": ["-0.1", "1", "1.5", "nan", "inf", "x"],
                     "--n-posterior": ["0", "-1", "x", "10001"],

@@ -6,6 +6,7 @@ from hypothesis import given, strategies as st
 from numpy_diffusion.gradcheck import roundoff_floor
 from numpy_diffusion.image.model import ImageDiffusion, bound_stratified, image_model, strata
 from numpy_diffusion.image.network import ImageNetConfig
+from numpy_diffusion.nn.readout import bump_basis
 from strategies import rng_from, seeds
 
 
@@ -75,11 +76,63 @@ def test_stratified_bound_agrees_with_all_t():
     assert strat.std() > exact.std()                                 # sampling t costs variance
 
 
+def test_log_uniform_steps_are_drawn_as_stated_and_weighted_by_one_over_p():
+    """``P(t) ∝ 1 / t`` on ``2..T``; the draw's frequencies match it within binomial error
+    and every weight is ``1 / P(t)``, so ``E[w(t) f(t)] = sum_t f(t)`` for any ``f``."""
+    model = image_model(ImageNetConfig(size=4, T=50, n_scales=1, n_temporal_basis=3), t_sampling="log-uniform")
+    P = model.t_probabilities()
+    assert P[:2].tolist() == [0, 0] and abs(P.sum() - 1) < 1e-12
+    np.testing.assert_allclose(P[2:] * np.arange(2, 51), P[2] * 2, rtol=1e-12)
+    n = 200_000
+    t, eps, w = model.draw(np.random.default_rng(0), n)
+    assert t.min() >= 2 and t.max() <= 50 and eps.shape == (n, model.D)
+    np.testing.assert_array_equal(w, 1 / P[t])
+    freq = np.bincount(t, minlength=51) / n
+    assert (np.abs(freq - P) <= 5 * np.sqrt(P * (1 - P) / n) + 1e-12).all()
+
+
+def test_log_uniform_and_uniform_training_losses_estimate_the_same_bound():
+    """Both draws estimate the same expected loss (the negative bound); over many minibatches
+    their means agree within their Monte Carlo error (a wrong weight would be off by far more)."""
+    uniform = small_model(T=30)
+    log_uniform = ImageDiffusion.from_config({**uniform.config(), "t_sampling": "log-uniform"})
+    rng = np.random.default_rng(0)
+    params = random_params(uniform, rng)
+    x0 = rng.normal(size=(1, uniform.D))
+
+    def losses(model, seed, weight=None, n=3000):
+        r, out = np.random.default_rng(seed), []
+        for _ in range(n):
+            t, eps, w = model.draw(r, 1)
+            out.append(model.loss_and_grads(params, x0, t, eps, w if weight is None else weight)[0])
+        return np.array(out)
+
+    a, b = losses(uniform, 1), losses(log_uniform, 2)
+    se = np.hypot(a.std(), b.std()) / np.sqrt(a.size)
+    assert abs(a.mean() - b.mean()) < 4 * se
+    wrong = losses(log_uniform, 2, weight=np.full(1, 29.0))          # the uniform weight on these draws
+    assert abs(a.mean() - wrong.mean()) > 10 * se                    # is told apart
+
+
 def test_config_round_trip():
     model = small_model(learn_beta=True)
     again = ImageDiffusion.from_config(model.config())
     assert again.cfg.net == model.cfg.net and again.cfg.schedule == model.cfg.schedule
     assert type(again.net).__name__ == "ImageNetwork"
+    net = ImageNetConfig(size=4, T=8, n_scales=1, bump_spacing="log")
+    model = image_model(net, t_sampling="log-uniform")
+    again = ImageDiffusion.from_config(model.config())
+    assert again.cfg == model.cfg
+    np.testing.assert_array_equal(again.net.basis(np, np.float64), bump_basis(8, 10, spacing="log"))
+
+
+def test_a_configuration_from_before_the_choices_means_what_it_trained():
+    """Checkpoints written before ``t_sampling`` and ``bump_spacing`` existed trained with
+    uniform ``t`` and linear bumps; they load as such."""
+    d = small_model().config()
+    del d["t_sampling"], d["net"]["bump_spacing"]
+    old = ImageDiffusion.from_config(d)
+    assert old.cfg.t_sampling == "uniform" and old.cfg.net.bump_spacing == "linear"
 
 
 def test_samples_have_the_data_shape():

@@ -101,6 +101,20 @@ def test_bump_basis_is_normalized_and_smooth():
     assert np.argmax(G[1]) == 0 and np.argmax(G[40]) == 9      # first bump at t=1, last at t=T
 
 
+def test_log_spaced_bumps_are_eq_63_in_log_t():
+    """Centres at ``t = T^(j / (J - 1))``, each row normalized, and the bump formula of
+    eq. (63) in ``log t`` with the centres' spacing as its width."""
+    T, J = 1000, 4                                             # centres at t = 1, 10, 100, 1000
+    G = readout.bump_basis(T, J, spacing="log")
+    np.testing.assert_allclose(G[1:].sum(1), 1.0, rtol=1e-12)
+    assert [int(np.argmax(G[t])) for t in (1, 10, 100, 1000)] == [0, 1, 2, 3]
+    s, w = np.log(np.arange(1, T + 1))[:, None], np.log(10.0)
+    bumps = np.exp(-0.5 * ((s - np.log([1.0, 10.0, 100.0, 1000.0])) / w) ** 2)
+    np.testing.assert_allclose(G[1:], bumps / bumps.sum(1, keepdims=True), rtol=1e-12)
+    with pytest.raises(ValueError, match="unknown spacing 'exp'; allowed: linear, log"):
+        readout.bump_basis(T, J, spacing="exp")
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_layers_keep_dtype(dtype):
     rng = np.random.default_rng(0)

@@ -37,14 +37,15 @@ class ImageDiffusion(GaussianDiffusion):
     def from_config(cls, d):
         net = {k: v for k, v in d["net"].items() if k != "kind"}
         return cls(ModelConfig(net=ImageNetConfig(**net), schedule=ScheduleConfig(**d["schedule"]),
-                               param=d["param"]))
+                               param=d["param"], t_sampling=d.get("t_sampling", "uniform")))
 
 
-def image_model(net, *, beta_1=1e-3, param="paper", learn_beta=False):
+def image_model(net, *, beta_1=1e-3, param="paper", learn_beta=False, t_sampling="uniform"):
     """The image model: ``net`` an :class:`ImageNetConfig`; the reference code's schedule
-    (``beta_t = 1 / (T - t + 1)``, ending at 1/2) with ``beta_1`` fixed (its ``step1_beta``)."""
+    (``beta_t = 1 / (T - t + 1)``, ending at 1/2) with ``beta_1`` fixed (its ``step1_beta``);
+    training draws ``t`` by ``t_sampling`` (:meth:`GaussianDiffusion.t_probabilities`)."""
     sched = ScheduleConfig(T=net.T, beta_1=beta_1, baseline="reference", learn=learn_beta)
-    return ImageDiffusion(ModelConfig(net=net, schedule=sched, param=param))
+    return ImageDiffusion(ModelConfig(net=net, schedule=sched, param=param, t_sampling=t_sampling))
 
 
 def strata(T, n_strata):

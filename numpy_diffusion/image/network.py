@@ -23,8 +23,8 @@ from typing import NamedTuple
 import numpy
 
 from ..backend import array_module
-from ..nn.readout import bump_basis
-from ..validation import check_positive_int
+from ..nn.readout import SPACINGS, bump_basis
+from ..validation import check_choice, check_positive_int
 from .layers import multiscale_backward, multiscale_forward, pixel_readout_backward, pixel_readout_forward
 from .layers import pointwise_backward, pointwise_forward, tanh_backward, tanh_forward
 
@@ -45,6 +45,8 @@ class ImageNetConfig:
     n_hidden_conv, n_layers_conv : int     width and number of multi-scale layers.
     n_hidden_dense, n_layers_dense : int   width and number of 1 x 1 tanh layers.
     n_temporal_basis : int                 bumps ``J`` of the readout (eq. 63).
+    bump_spacing : str     ``'linear'`` (the paper's: centres evenly spaced in ``t``) or
+                           ``'log'`` (evenly spaced in ``log t``); see :func:`~..nn.readout.bump_basis`.
     """
     size: int = 16
     channels: int = 1
@@ -56,6 +58,7 @@ class ImageNetConfig:
     n_hidden_dense: int = 20
     n_layers_dense: int = 1
     n_temporal_basis: int = 10
+    bump_spacing: str = "linear"
 
     def __post_init__(self):
         for name in ("size", "channels", "n_scales", "kernel", "n_hidden_conv", "n_hidden_dense",
@@ -64,6 +67,7 @@ class ImageNetConfig:
         check_positive_int("T", self.T, 2)
         check_positive_int("n_layers_conv", self.n_layers_conv, 0)
         check_positive_int("n_layers_dense", self.n_layers_dense, 0)
+        check_choice("bump_spacing", self.bump_spacing, SPACINGS)
         if self.kernel % 2 == 0:
             raise ValueError(f"kernel must be odd (same padding), got {self.kernel}")
         if self.size % 2 ** (self.n_scales - 1):
@@ -194,7 +198,8 @@ class ImageNetwork:
         """The bump basis ``G`` (T + 1, J) of eq. (63), as an ``xp`` array of ``dtype``, made once."""
         key = (xp.__name__, numpy.dtype(dtype).str)
         if key not in self._G:
-            self._G[key] = xp.asarray(bump_basis(self.cfg.T, self.cfg.n_temporal_basis), dtype=dtype)
+            self._G[key] = xp.asarray(bump_basis(self.cfg.T, self.cfg.n_temporal_basis, spacing=self.cfg.bump_spacing),
+                                       dtype=dtype)
         return self._G[key]
 
     def forward(self, xt, t, params):

@@ -15,20 +15,32 @@ from typing import NamedTuple
 import numpy
 
 from ..backend import array_module, to_host
-from ..validation import check_positive_int
+from ..validation import check_choice, check_positive_int
+
+SPACINGS = ("linear", "log")
 
 
-def bump_basis(T, J, width=None, dtype=numpy.float64):
+def bump_basis(T, J, width=None, dtype=numpy.float64, spacing="linear"):
     """Gaussian bumps over ``t = 1..T``, normalized over ``j`` (eq. 63).
 
-    Centres ``tau_j`` are evenly spaced on ``[1, T]``; the default width is
-    their spacing.  Returns a host array of shape ``(T + 1, J)``.
+    ``spacing='linear'`` (the paper's): centres ``tau_j`` evenly spaced on
+    ``[1, T]``, bumps Gaussian in ``t``.  ``spacing='log'``: the same formula in
+    ``s = log t``, centres evenly spaced on ``[0, log T]``; as many bumps cover
+    ``t = 1..10`` as ``t = 100..1000``.  Where the bound's terms change fastest
+    at small ``t`` (the reference schedule's ``beta_t = 1 / (T - t + 1)`` has its
+    signal-to-noise ratio ``(T - t) / t`` fall by half from ``t = 1`` to ``2`` but
+    by a tenth from ``500`` to ``550``), linear bumps give ``t = 2..50`` one shared
+    readout.  The default width is the spacing of the centres, in the same variable.
+    Returns a host array of shape ``(T + 1, J)``.
     """
     T, J = check_positive_int("T", T, 2), check_positive_int("J", J)
-    tau = numpy.linspace(1, T, J)                                     # (J,)
-    width = (T - 1) / max(J - 1, 1) if width is None else float(width)
-    t = numpy.arange(T + 1, dtype=numpy.float64)[:, None]             # (T+1, 1)
-    logits = -0.5 * ((t - tau) / width) ** 2                          # (T+1, J)
+    check_choice("spacing", spacing, SPACINGS)
+    s = numpy.arange(T + 1, dtype=numpy.float64)                      # t, row 0 unused
+    if spacing == "log":
+        s = numpy.log(numpy.maximum(s, 1.0))                          # log t
+    tau = numpy.linspace(s[1], s[T], J)                               # (J,)
+    width = (s[T] - s[1]) / max(J - 1, 1) if width is None else float(width)
+    logits = -0.5 * ((s[:, None] - tau) / width) ** 2                 # (T+1, J)
     G = numpy.exp(logits - logits.max(axis=1, keepdims=True))
     return (G / G.sum(axis=1, keepdims=True)).astype(dtype)
 
