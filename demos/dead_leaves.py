@@ -35,7 +35,7 @@ from numpy_diffusion.image import posterior as ip                               
 from numpy_diffusion.image.model import ImageDiffusion, evaluate_stratified, image_model      # noqa: E402
 from numpy_diffusion.image.network import ImageNetConfig                                      # noqa: E402
 from numpy_diffusion.posterior.paper import denoise_sample, inpaint_sample                    # noqa: E402
-from numpy_diffusion.posterior.smc import smc_denoise, smc_inpaint                            # noqa: E402
+from numpy_diffusion.posterior.smc import draw_one, smc_denoise, smc_inpaint  # noqa: E402
 from numpy_diffusion.run import plots                                                         # noqa: E402
 from numpy_diffusion.run.checkpoint import save_json                                          # noqa: E402
 from numpy_diffusion.run.speed import blas_threads, usable_cores                              # noqa: E402
@@ -271,8 +271,8 @@ def posteriors(trainer, data, args):
 
 def _draw_particle(res, rng):
     """One particle per image, drawn by its SMC weight: a sample of the posterior.  (B, D)"""
-    x, w = to_host(res["x0"]), to_host(res["w"])
-    return numpy.stack([x[b, rng.choice(w.shape[1], p=w[b] / w[b].sum())] for b in range(x.shape[0])])
+    x = to_host(res["x0"])
+    return x[numpy.arange(x.shape[0]), to_host(draw_one(res["w"], rng))]
 
 
 def write_outputs(args, trainer, data, res, seconds, history):

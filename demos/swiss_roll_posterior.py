@@ -29,7 +29,7 @@ from numpy_diffusion.gaussian.model import GaussianDiffusion, ModelConfig       
 from numpy_diffusion.nn.network import NetConfig                              # noqa: E402
 from numpy_diffusion.posterior.paper import (denoise_sample, forward_kernel_chain_moments,  # noqa: E402
                                        inpaint_sample, smooth_sample)
-from numpy_diffusion.posterior.smc import smc_denoise, smc_inpaint, systematic_resample  # noqa: E402
+from numpy_diffusion.posterior.smc import draw_one, smc_denoise, smc_inpaint  # noqa: E402
 from numpy_diffusion.gaussian.schedule import ScheduleConfig                        # noqa: E402
 
 PAPER = ("constant", "annealed")                         # eq. (23) and r^{(T-t)/T}
@@ -202,7 +202,7 @@ def denoise(model, params, args, rng):
     out.update({f"posterior_mean_rms_error_{k}": err(m) for k, m in means.items()})
     ess = to_host(res["ess"]) / N
     out["smc_ess_fraction"] = {"min": float(ess.min()), "final_mean": float(ess[:, 0].mean())}
-    one = xs[numpy.arange(B), to_host(systematic_resample(res["w"], rng))[:, 0]]   # one draw per point
+    one = xs[numpy.arange(B), to_host(draw_one(res["w"], rng))]               # one draw per point
     return x, y, means, one, out
 
 

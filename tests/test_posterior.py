@@ -18,7 +18,7 @@ from numpy_diffusion.gaussian.model import GaussianDiffusion, ModelConfig
 from numpy_diffusion.nn.network import NetConfig
 from numpy_diffusion.posterior.paper import (CHOICES, denoise_sample, inpaint_sample, r_schedule,
                                        smooth_sample)
-from numpy_diffusion.posterior.smc import smc_denoise, smc_inpaint, systematic_resample
+from numpy_diffusion.posterior.smc import draw_one, smc_denoise, smc_inpaint, systematic_resample
 from numpy_diffusion.gaussian.schedule import ScheduleConfig
 from strategies import seeds
 
@@ -215,6 +215,19 @@ def test_systematic_resampling_keeps_the_count(seed, B, N):
     one_hot = np.eye(N)[rng.integers(0, N, B)]
     expected = np.broadcast_to(one_hot.argmax(1)[:, None], (B, N))
     assert np.array_equal(systematic_resample(one_hot, rng), expected)
+
+
+def test_one_particle_is_drawn_by_its_weight():
+    """Frequencies of ``draw_one`` match the weights within binomial error, for weights where
+    the first tooth of a systematic comb would not (it picks particle 0 with probability 0.75
+    when ``w = (1/4, 1/2, 1/4)``); a zero weight is never drawn."""
+    w = np.array([[0.25, 0.5, 0.25], [0.0, 0.1, 0.9]])
+    n, rng = 100_000, np.random.default_rng(0)
+    idx = np.stack([draw_one(w, rng) for _ in range(n)])                 # (n, 2)
+    for b in range(2):
+        freq = np.bincount(idx[:, b], minlength=3) / n
+        assert (np.abs(freq - w[b]) <= 5 * np.sqrt(w[b] * (1 - w[b]) / n)).all()
+    assert not (idx[:, 1] == 0).any()
 
 
 def test_bad_input_is_a_clear_error():

@@ -37,6 +37,26 @@ from .paper import check_observation, gaussian_product, log_r, r_schedule, rever
 from ..validation import check_positive_int
 
 
+def draw_one(w, rng):
+    """One index per row, drawn with probability ``w``: one particle per observation is one
+    sample of that observation's posterior.  (A systematic comb's first tooth is not such a
+    draw: it falls in the first ``1/N`` of the mass and favours the first particles.)
+
+    Parameters
+    ----------
+    w : float64 ndarray of shape (B, N), normalized weights (rows sum to 1)
+    rng : numpy.random.Generator, one uniform per row
+
+    Returns
+    -------
+    idx : int ndarray of shape (B,)
+    """
+    xp = array_module(w)
+    u = xp.asarray(rng.uniform(size=(w.shape[0], 1)))
+    cum = xp.cumsum(w, axis=1)
+    return xp.minimum((cum <= u).sum(axis=1), w.shape[1] - 1)               # first k with cum_k > u
+
+
 def systematic_resample(w, rng):
     """Systematic resampling within each row.
 
