@@ -292,6 +292,8 @@ def write_outputs(args, trainer, data, res, seconds, history):
                "strata": res["strata"].tolist(),
                "entropy_bits_per_pixel": H, "steps": trainer.step, "seconds": seconds,
                "held_out_images": len(data.x_val), "paper": PAPER, "data": data.cfg,
+               "flat_neighbour_pairs": {"samples": dl.flat_neighbour_fraction(samples, s),
+                                        "held_out": dl.flat_neighbour_fraction(data.x_val, s)},
                "model": model.config(), "train": asdict(trainer.cfg), "backend": trainer.xp.__name__}
     metrics.update(posteriors(trainer, data, args))
     save_json(os.path.join(args.out, "metrics.json"), metrics)
@@ -320,6 +322,9 @@ def run(argv):
                               numpy.random.default_rng(trainer.cfg.seed + 1), args.strata)
     metrics = write_outputs(args, trainer, data, res, trainer.seconds, history)
     report(metrics, trainer.seconds, trainer.step, len(data.x_val))
+    flat = metrics["flat_neighbour_pairs"]
+    print(f"  flat regions: {flat['samples']:.0%} of neighbouring pixel pairs within 8 grey levels in the "
+          f"samples, {flat['held_out']:.0%} in the held-out images")
     for task in ("inpainting", "denoising"):
         print(f"  {task}: " + "; ".join(f"{k} " + ", ".join(f"{n} {v:.3g}" for n, v in d.items())
                                         for k, d in metrics[task].items()))

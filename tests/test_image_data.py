@@ -85,3 +85,14 @@ def test_gaussian_baseline_is_the_density(seed):
 def test_rejects_bad_radii():
     with pytest.raises(ValueError, match="r_min"):
         dl.dead_leaves(1, 4, np.random.default_rng(0), r_min=5.0, r_max=2.0)
+
+
+def test_flat_neighbour_fraction_counts_pairs_within_the_tolerance():
+    """A flat image is all flat pairs; a left half black and right half white 4 x 4 image has
+    one unequal pair per row among its 24 pairs; pure noise of 16 grey levels almost none."""
+    flat = np.full((1, 16), 0.3)
+    assert dl.flat_neighbour_fraction(flat, 4) == 1.0
+    halves = np.tile(np.repeat([0.0, 255.5], 2), 4)[None]                  # grey levels of a 4 x 4 image
+    assert dl.flat_neighbour_fraction((halves - dl.SHIFT) / dl.SCALE, 4) == 20 / 24
+    noise = np.random.default_rng(0).normal(size=(50, 256)) * 16 / dl.SCALE
+    assert dl.flat_neighbour_fraction(noise, 16) < 0.4

@@ -118,6 +118,18 @@ def to_grey_levels(x0):
     return SCALE * numpy.asarray(x0) + SHIFT
 
 
+def flat_neighbour_fraction(x0, size, tol=8.0):
+    """The share of horizontally or vertically adjacent pixel pairs whose grey levels differ by
+    less than ``tol`` (default 8 of 256): high inside flat discs, low in texture or noise.  A
+    number for the sharp, flat regions a sample should share with the data.
+
+    ``x0`` (n, size^2) unit-variance images; returns a float in [0, 1].
+    """
+    v = to_grey_levels(x0).reshape(-1, size, size)
+    pairs = numpy.concatenate([numpy.abs(numpy.diff(v, axis=1)).ravel(), numpy.abs(numpy.diff(v, axis=2)).ravel()])
+    return float((pairs < tol).mean())
+
+
 def bits_per_pixel(log_lik_nats, D):
     """A log likelihood or bound (nats per image on ``x0``) in the paper's unit: bits per pixel."""
     return log_lik_nats / (D * LN2)
