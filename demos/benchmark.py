@@ -213,10 +213,11 @@ def bench_training(batch, args, xp, rate):
 def make_image_trainer(batch, xp, dtype="float32", seed=0, shards=0):
     """A trainer of the default dead-leaves model, as ``demos/dead_leaves.py`` builds it with its
     default options: 16 x 16 images (discs of radius 1 to 16), :class:`ImageNetConfig`'s widths and
-    scales, the bounded kernel with ``beta_1 = 1e-3``, learning rate 3e-3, EMA 0.999, one shard per
-    usable core; images from a pool of ``IMAGE_POOL``."""
-    net = ImageNetConfig(size=16)
-    model = image_model(net, beta_1=1e-3, param="bounded")
+    scales, bumps spaced in ``log t``, ``t`` drawn log-uniformly, the bounded kernel with
+    ``beta_1 = 1e-3``, learning rate 3e-3, EMA 0.999, one shard per usable core; images from a
+    pool of ``IMAGE_POOL``."""
+    net = ImageNetConfig(size=16, bump_spacing="log")
+    model = image_model(net, beta_1=1e-3, param="bounded", t_sampling="log-uniform")
     q = dl.dead_leaves(IMAGE_POOL, net.size, numpy.random.default_rng(seed))
     data = lambda n, rng: dl.dequantize(q[rng.integers(0, len(q), n)], rng)          # noqa: E731
     shards = shards or (min(usable_cores(), batch) if xp.__name__ == "numpy" else 1)

@@ -323,7 +323,7 @@ def run(argv):
     metrics = write_outputs(args, trainer, data, res, trainer.seconds, history)
     report(metrics, trainer.seconds, trainer.step, len(data.x_val))
     flat = metrics["flat_neighbour_pairs"]
-    print(f"  flat regions: {flat['samples']:.0%} of neighbouring pixel pairs within 8 grey levels in the "
+    print(f"  flat regions: {flat['samples']:.0%} of neighbouring pixel pairs within {dl.SAME_GREY:g} grey levels in the "
           f"samples, {flat['held_out']:.0%} in the held-out images")
     for task in ("inpainting", "denoising"):
         print(f"  {task}: " + "; ".join(f"{k} " + ", ".join(f"{n} {v:.3g}" for n, v in d.items())

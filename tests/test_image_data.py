@@ -89,10 +89,14 @@ def test_rejects_bad_radii():
 
 def test_flat_neighbour_fraction_counts_pairs_within_the_tolerance():
     """A flat image is all flat pairs; a left half black and right half white 4 x 4 image has
-    one unequal pair per row among its 24 pairs; pure noise of 16 grey levels almost none."""
-    flat = np.full((1, 16), 0.3)
-    assert dl.flat_neighbour_fraction(flat, 4) == 1.0
+    one unequal pair per row among its 24 pairs; steps of 7.9 and 8.1 grey levels fall on
+    either side of the tolerance; independent noise of s.d. 16 grey levels has a share
+    ``erf(8 / 32) = 0.276`` (pair differences have s.d. ``16 sqrt 2``)."""
+    grey = lambda v: (np.asarray(v, dtype=float) - dl.SHIFT) / dl.SCALE      # noqa: E731
+    assert dl.flat_neighbour_fraction(np.full((1, 16), 0.3), 4) == 1.0
     halves = np.tile(np.repeat([0.0, 255.5], 2), 4)[None]                  # grey levels of a 4 x 4 image
-    assert dl.flat_neighbour_fraction((halves - dl.SHIFT) / dl.SCALE, 4) == 20 / 24
-    noise = np.random.default_rng(0).normal(size=(50, 256)) * 16 / dl.SCALE
-    assert dl.flat_neighbour_fraction(noise, 16) < 0.4
+    assert dl.flat_neighbour_fraction(grey(halves), 4) == 20 / 24
+    assert dl.flat_neighbour_fraction(grey([[100, 107.9, 100, 107.9]]), 2) == 1.0
+    assert dl.flat_neighbour_fraction(grey([[100, 108.1, 100, 108.1]]), 2) == 0.5
+    noise = np.random.default_rng(0).normal(size=(400, 256)) * 16 / dl.SCALE
+    assert abs(dl.flat_neighbour_fraction(noise, 16) - math.erf(0.25)) < 0.005

@@ -101,6 +101,14 @@ def test_bump_basis_is_normalized_and_smooth():
     assert np.argmax(G[1]) == 0 and np.argmax(G[40]) == 9      # first bump at t=1, last at t=T
 
 
+def test_linear_bumps_are_eq_63_in_t():
+    """The paper's spacing, which every configuration without ``bump_spacing`` trained with."""
+    T, J = 40, 10
+    t, tau, w = np.arange(1, T + 1)[:, None], np.linspace(1, T, J), (T - 1) / (J - 1)
+    bumps = np.exp(-0.5 * ((t - tau) / w) ** 2)
+    np.testing.assert_allclose(readout.bump_basis(T, J)[1:], bumps / bumps.sum(1, keepdims=True), rtol=1e-14)
+
+
 def test_log_spaced_bumps_are_eq_63_in_log_t():
     """Centres at ``t = T^(j / (J - 1))``, each row normalized, and the bump formula of
     eq. (63) in ``log t`` with the centres' spacing as its width."""

@@ -221,13 +221,13 @@ def test_one_particle_is_drawn_by_its_weight():
     """Frequencies of ``draw_one`` match the weights within binomial error, for weights where
     the first tooth of a systematic comb would not (it picks particle 0 with probability 0.75
     when ``w = (1/4, 1/2, 1/4)``); a zero weight is never drawn."""
-    w = np.array([[0.25, 0.5, 0.25], [0.0, 0.1, 0.9]])
-    n, rng = 100_000, np.random.default_rng(0)
-    idx = np.stack([draw_one(w, rng) for _ in range(n)])                 # (n, 2)
-    for b in range(2):
+    w = np.array([[0.25, 0.5, 0.25], [0.0, 0.1, 0.9], [0.5, 0.0, 0.5], [0.5, 0.5, 0.0]])
+    n = 100_000
+    idx = draw_one(np.tile(w, (n, 1)), np.random.default_rng(0)).reshape(n, len(w))
+    for b in range(len(w)):
         freq = np.bincount(idx[:, b], minlength=3) / n
         assert (np.abs(freq - w[b]) <= 5 * np.sqrt(w[b] * (1 - w[b]) / n)).all()
-    assert not (idx[:, 1] == 0).any()
+    assert not (idx[:, 1] == 0).any() and not (idx[:, 2] == 1).any() and not (idx[:, 3] == 2).any()
 
 
 def test_bad_input_is_a_clear_error():

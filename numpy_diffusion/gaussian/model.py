@@ -31,7 +31,7 @@ from .schedule import ScheduleConfig, init_schedule_params, schedule_backward, s
 from .tables import add_grads, tables_backward, tables_forward
 
 
-T_SAMPLING = ("uniform", "log-uniform")
+T_SAMPLINGS = ("uniform", "log-uniform")
 
 
 @dataclass
@@ -61,7 +61,7 @@ class ModelConfig:
             raise ValueError(f"the schedule has T = {self.schedule.T} but the network T = {self.net.T}; "
                              "they must be equal")
         check_choice("parameterization", self.param, PARAMS)
-        check_choice("t_sampling", self.t_sampling, T_SAMPLING)
+        check_choice("t_sampling", self.t_sampling, T_SAMPLINGS)
 
     def to_dict(self):
         return {"net": self.net.to_dict(), "schedule": self.schedule.to_dict(), "param": self.param,
@@ -181,13 +181,15 @@ class GaussianDiffusion:
         """``P(t)`` of the training draw (``cfg.t_sampling``): a host array (T + 1,), zero at ``t = 0, 1``.
 
         The bound sums ``T - 1`` KL terms; a minibatch estimates the sum by
-        ``KL_t / P(t)`` at drawn steps, unbiased for any ``P`` that is positive on
-        ``2..T``.  Uniform ``P`` weighs every step alike.  The terms are far from
-        alike: on images they fall roughly as ``1 / t`` (the demo's bound_by_t.png;
-        half the sum lies below ``t = 50`` of 1,000), so a uniform draw spends 95 %
-        of a minibatch where the bound changes least.  ``'log-uniform'``,
-        ``P(t) ∝ 1 / t``, draws in proportion to that shape: the same objective,
-        with a smaller variance.
+        ``KL_t / P(t)`` at drawn steps (``weights`` in :func:`~.bound.bound_forward`),
+        unbiased, and so is its gradient, for any ``P`` positive on ``2..T`` that does
+        not depend on the parameters.  Uniform ``P`` weighs every step alike.  The terms
+        are far from alike: on dead leaves they fall roughly as ``1 / t`` (the
+        bound_by_t.png that ``demos/dead_leaves.py`` writes; half the sum lies below
+        ``t = 50`` of 1,000), where a uniform draw puts 4.9 % of a minibatch.
+        ``'log-uniform'``, ``P(t) ∝ 1 / t``, puts 54 % there: the same objective, its
+        estimate less variable where the terms are ``∝ 1 / t`` (measured through the
+        bound it reaches, not the gradient variance itself).
         """
         P = numpy.zeros(self.T + 1)
         if self.cfg.t_sampling == "uniform":
@@ -199,8 +201,8 @@ class GaussianDiffusion:
     def draw(self, rng, N):
         """``(t, eps, weights)`` for a batch, host arrays: ``t`` (N,) from :meth:`t_probabilities`
         (``2..T``), ``eps`` (N, D) standard normal, ``weights = 1 / P(t)`` (``T - 1`` for uniform ``t``)."""
-        if self.cfg.t_sampling == "uniform":
-            t = rng.integers(2, self.T + 1, size=N)
+        if self.cfg.t_sampling == "uniform":                                  # the random stream runs
+            t = rng.integers(2, self.T + 1, size=N)                           # have always drawn
             return t, rng.standard_normal((N, self.D)), numpy.full(N, float(self.T - 1))
         P = self.t_probabilities()
         t = rng.choice(self.T + 1, size=N, p=P)

@@ -34,6 +34,7 @@ from ..validation import check_positive_int
 SHIFT = 128.0                                   # grey levels
 SCALE = 256.0 / math.sqrt(12.0)                 # grey levels per unit of x0
 L_NULL_BITS = -0.5 * math.log2(2 * math.pi * math.e)   # per pixel, N(0, 1) on unit-variance data
+SAME_GREY = 8.0                                 # grey levels: two pixels closer than this look alike
 
 
 def _radii(n, r_min, r_max, rng):
@@ -118,10 +119,10 @@ def to_grey_levels(x0):
     return SCALE * numpy.asarray(x0) + SHIFT
 
 
-def flat_neighbour_fraction(x0, size, tol=8.0):
+def flat_neighbour_fraction(x0, size, tol=SAME_GREY):
     """The share of horizontally or vertically adjacent pixel pairs whose grey levels differ by
-    less than ``tol`` (default 8 of 256): high inside flat discs, low in texture or noise.  A
-    number for the sharp, flat regions a sample should share with the data.
+    less than ``tol`` (default :data:`SAME_GREY`, 8 of 256): high inside flat discs, low in
+    texture or noise.  A number for the sharp, flat regions a sample should share with the data.
 
     ``x0`` (n, size^2) unit-variance images; returns a float in [0, 1].
     """

@@ -46,7 +46,7 @@ class ImageNetConfig:
     n_hidden_dense, n_layers_dense : int   width and number of 1 x 1 tanh layers.
     n_temporal_basis : int                 bumps ``J`` of the readout (eq. 63).
     bump_spacing : str     ``'linear'`` (the paper's: centres evenly spaced in ``t``) or
-                           ``'log'`` (evenly spaced in ``log t``); see :func:`~..nn.readout.bump_basis`.
+                           ``'log'`` (evenly spaced in ``log t``); see :func:`~numpy_diffusion.nn.readout.bump_basis`.
     """
     size: int = 16
     channels: int = 1

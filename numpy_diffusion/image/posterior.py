@@ -10,7 +10,7 @@ so that each number has a baseline beside it.  Host NumPy throughout.
 """
 import numpy
 
-from .dead_leaves import SCALE
+from .dead_leaves import SAME_GREY, SCALE
 
 
 def central_mask(size, hidden):
@@ -70,7 +70,7 @@ def rmse_grey_levels(x, x_true, where=None):
     return float(numpy.sqrt(d2[..., where].mean() if where is not None else d2.mean()))
 
 
-def border_agreement(x, x_true, mask, size, tol=8.0):
+def border_agreement(x, x_true, mask, size, tol=SAME_GREY):
     """Does a fill continue what crosses the border of the hidden region?
 
     For each hidden pixel with an observed 4-neighbour, ask whether it has the

@@ -5,7 +5,8 @@ Features ``h`` shared over time are mapped to per-time outputs through a basis
 
     out_n = sum_j g_j(t_n) (h_n W_j + b_j)                     # eqs. (62)-(63)
 
-Two bases: Gaussian bumps in ``t`` normalized over ``j`` (smooth in time), and
+Two bases: Gaussian bumps in ``t`` (or in ``log t``, ``spacing='log'``) normalized
+over ``j`` (smooth in time), and
 the identity basis ``g_j(t) = [j = t - 1]`` (``j`` 0-based), the paper's
 readout learned separately for each time step (App. D.1.1, D.1.2).  Basis matrices have shape ``(T + 1, J)`` so
 that row ``t`` is ``g(t)`` in the paper's 1-based time; row 0 is unused.
@@ -26,12 +27,17 @@ def bump_basis(T, J, width=None, dtype=numpy.float64, spacing="linear"):
     ``spacing='linear'`` (the paper's): centres ``tau_j`` evenly spaced on
     ``[1, T]``, bumps Gaussian in ``t``.  ``spacing='log'``: the same formula in
     ``s = log t``, centres evenly spaced on ``[0, log T]``; as many bumps cover
-    ``t = 1..10`` as ``t = 100..1000``.  Where the bound's terms change fastest
-    at small ``t`` (the reference schedule's ``beta_t = 1 / (T - t + 1)`` has its
-    signal-to-noise ratio ``(T - t) / t`` fall by half from ``t = 1`` to ``2`` but
-    by a tenth from ``500`` to ``550``), linear bumps give ``t = 2..50`` one shared
-    readout.  The default width is the spacing of the centres, in the same variable.
-    Returns a host array of shape ``(T + 1, J)``.
+    ``t = 1..10`` as ``t = 100..1000``.
+
+    Why ``'log'``: the reverse kernel must change fastest where the noise level
+    does.  On the reference schedule (``1 - alpha_bar_t ≈ t / T``) the log
+    signal-to-noise ratio ``log((T - t) / t)`` falls by about 4 from ``t = 2`` to
+    ``113`` (one linear bump's width at ``T = 1000``, ``J = 10``) but by 0.45 from
+    ``500`` to ``611``; linear bumps give ``t = 2..50``, where half of the image
+    bound's KL sum lies, nearly the same mix of readouts.
+
+    ``width`` defaults to the spacing of the centres; given, it is in the same
+    variable (``t``, or ``log t``).  Returns a host array of shape ``(T + 1, J)``.
     """
     T, J = check_positive_int("T", T, 2), check_positive_int("J", J)
     check_choice("spacing", spacing, SPACINGS)

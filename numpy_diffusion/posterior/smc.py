@@ -44,7 +44,7 @@ def draw_one(w, rng):
 
     Parameters
     ----------
-    w : float64 ndarray of shape (B, N), normalized weights (rows sum to 1)
+    w : float64 ndarray of shape (B, N), weights (each row's sum positive; normalized or not)
     rng : numpy.random.Generator, one uniform per row
 
     Returns
@@ -52,8 +52,8 @@ def draw_one(w, rng):
     idx : int ndarray of shape (B,)
     """
     xp = array_module(w)
-    u = xp.asarray(rng.uniform(size=(w.shape[0], 1)))
     cum = xp.cumsum(w, axis=1)
+    u = xp.asarray(rng.uniform(size=(w.shape[0], 1))) * cum[:, -1:]      # uniform on [0, row sum)
     return xp.minimum((cum <= u).sum(axis=1), w.shape[1] - 1)               # first k with cum_k > u
 
 

@@ -25,7 +25,8 @@ steps at batch 8 and 128; a dead-leaves image model, 30,000 steps at batch 32),
 the smallest of five losses running never came above the best before them by
 more than 1.9 times the scale (one loss alone: 24 times, on the images), nor a
 held-out loss (swiss roll, heartbeat) above the best minibatch loss by more
-than 1.0 times.  Runs that
+than 1.0 times.  With ``t`` drawn log-uniformly (the dead-leaves default since),
+30,000 steps: 0.22 times for five running, 0.41 for one loss alone.  Runs that
 diverge pass it by orders of magnitude (``--fixed-beta --lr 1e6`` on the swiss
 roll: 7 x 10^9 times at step 2).
 """
