@@ -4,7 +4,7 @@ and denoising (Fig. 3).
 
     python demos/dead_leaves.py                     # 16 x 16, T = 1000, 30,000 steps (see below)
     python demos/dead_leaves.py --resume            # continue the run in --out
-    python demos/dead_leaves.py --size 64 --backend cupy --steps 20000 --batch-size 64   # on a GPU
+    python demos/dead_leaves.py --size 64 --backend cupy --steps 20000 --batch-size 64   # on a GPU (not yet tried)
 
 Writes to ``--out`` (default ``runs/dead_leaves/``): samples.png, bound_by_t.png, training.png,
 inpainting.png, denoising.png, metrics.json, checkpoint.npz (+ checkpoint.json).
