@@ -139,3 +139,15 @@ def test_samples_have_the_data_shape():
     model = small_model(T=5)
     x = model.sample(model.init_params(np.random.default_rng(0)), 3, np.random.default_rng(1))
     assert x.shape == (3, model.D) and np.isfinite(x).all()
+
+
+def test_the_stratified_bound_does_not_depend_on_the_chunk():
+    """Steps are drawn for every image first and the noise image by image, so one image per
+    network call and all images in one call give the same numbers."""
+    model = small_model(T=12)
+    rng = np.random.default_rng(0)
+    params, x0 = random_params(model, rng), rng.normal(size=(5, model.D))
+    one = bound_stratified(model, params, x0, np.random.default_rng(1), n_strata=3, chunk=3)
+    every = bound_stratified(model, params, x0, np.random.default_rng(1), n_strata=3, chunk=10_000)
+    np.testing.assert_array_equal(one["t"], every["t"])
+    np.testing.assert_allclose(one["K"], every["K"], rtol=1e-12)
