@@ -10,11 +10,11 @@ Writes to ``--out`` (default ``runs/dead_leaves/``): samples.png, bound_by_t.png
 inpainting.png, denoising.png, metrics.json, checkpoint.npz (+ checkpoint.json).
 
 Cost of the default: a step takes about 19 ms of one core (batch 32, float32), so 30,000 steps
-are about 10 core-minutes, run as two shards on two cores: measured 384 s of training, 7 min
-15 s in all with the held-out bound (500 images x 30 time steps), 32 samples (1,000 steps
-each) and the posteriors; peak memory 1.0 GB.  Measured with the defaults (seed 0):
-K = +0.697 ± 0.020 bits/pixel against the Gaussian's -1.465 ± 0.012 on the same 500
-held-out images, paired difference +2.162 ± 0.014.  ``--bump-spacing linear --t-sampling
+are about 10 core-minutes, run as two shards on two cores: measured 366 s of training, 6 min
+58 s in all with the held-out bound (500 images x 30 time steps), 32 samples (1,000 steps
+each) and the posteriors; peak memory 324 MB.  Measured with the defaults (seed 0):
+K = +0.701 ± 0.020 bits/pixel against the Gaussian's -1.465 ± 0.012 on the same 500
+held-out images, paired difference +2.166 ± 0.014.  ``--bump-spacing linear --t-sampling
 uniform`` (the paper's readout, uniform t) reached +0.210 in the same run length.
 """
 import os
