@@ -223,6 +223,9 @@ def report(m, seconds, steps, n):
           f"Gaussian {m['gaussian_nll_bits_per_dim']:.3f}")
     print(f"  diffusion - Gaussian (paired): {m['K_minus_gaussian_bits_per_pixel']:+.3f} ± "
           f"{m['K_minus_gaussian_bits_per_pixel_stderr']:.3f} bits/pixel")
+    flat = m["flat_neighbour_pairs"]
+    print(f"  flat regions: {flat['samples']:.0%} of neighbouring pixel pairs within {dl.SAME_GREY:g} grey levels "
+          f"in the samples, {flat['held_out']:.0%} in the held-out images")
 
 
 def image_grid(rows, size, path, titles):
@@ -325,9 +328,6 @@ def run(argv):
                               numpy.random.default_rng(trainer.cfg.seed + 1), args.strata)
     metrics = write_outputs(args, trainer, data, res, trainer.seconds, history)
     report(metrics, trainer.seconds, trainer.step, len(data.x_val))
-    flat = metrics["flat_neighbour_pairs"]
-    print(f"  flat regions: {flat['samples']:.0%} of neighbouring pixel pairs within {dl.SAME_GREY:g} grey levels in the "
-          f"samples, {flat['held_out']:.0%} in the held-out images")
     for task in ("inpainting", "denoising"):
         print(f"  {task}: " + "; ".join(f"{k} " + ", ".join(f"{n} {v:.3g}" for n, v in d.items())
                                         for k, d in metrics[task].items()))

@@ -68,9 +68,10 @@ class ModelConfig:
                 "t_sampling": self.t_sampling}
 
     @classmethod
-    def from_dict(cls, d):
-        """The configuration of a :meth:`to_dict` dict (one without ``t_sampling`` trained uniform)."""
-        return cls(net=dict(d["net"]), schedule=dict(d["schedule"]), param=d["param"],
+    def from_dict(cls, d, net=None):
+        """The configuration of a :meth:`to_dict` dict (one without ``t_sampling`` trained uniform);
+        ``net``, if given, is the network's configuration object, for networks other than :class:`NetConfig`."""
+        return cls(net=dict(d["net"]) if net is None else net, schedule=dict(d["schedule"]), param=d["param"],
                    t_sampling=d.get("t_sampling", "uniform"))
 
 

@@ -36,8 +36,7 @@ class ImageDiffusion(GaussianDiffusion):
     @classmethod
     def from_config(cls, d):
         net = {k: v for k, v in d["net"].items() if k != "kind"}
-        return cls(ModelConfig(net=ImageNetConfig(**net), schedule=ScheduleConfig(**d["schedule"]),
-                               param=d["param"], t_sampling=d.get("t_sampling", "uniform")))
+        return cls(ModelConfig.from_dict(d, net=ImageNetConfig(**net)))
 
 
 def image_model(net, *, beta_1=1e-3, param="paper", learn_beta=False, t_sampling="uniform"):

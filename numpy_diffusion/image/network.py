@@ -198,8 +198,8 @@ class ImageNetwork:
         """The bump basis ``G`` (T + 1, J) of eq. (63), as an ``xp`` array of ``dtype``, made once."""
         key = (xp.__name__, numpy.dtype(dtype).str)
         if key not in self._G:
-            self._G[key] = xp.asarray(bump_basis(self.cfg.T, self.cfg.n_temporal_basis, spacing=self.cfg.bump_spacing),
-                                       dtype=dtype)
+            G = bump_basis(self.cfg.T, self.cfg.n_temporal_basis, spacing=self.cfg.bump_spacing)
+            self._G[key] = xp.asarray(G, dtype=dtype)
         return self._G[key]
 
     def forward(self, xt, t, params):
