@@ -148,6 +148,8 @@ def image_gemm_flops_per_example(cfg):
       forward ``P k^2 C_in O``; backward the same again for ``dW = cols^T dout`` and
       again for ``dx`` (a convolution of ``dout`` with the flipped kernel), except in
       the first layer, whose ``dx`` a fixed schedule does not need;
+    - each layer of the dense pathway, if any, ``D -> n_hidden_global -> ... -> HW c_g``:
+      forward ``C_in O`` per image; backward ``dW``, and ``dx`` for every layer but the first;
     - each 1 x 1 layer and the map to the ``2 C J`` temporal coefficients ``C_in -> O``:
       forward ``HW C_in O``; backward ``dW``, and ``dx`` for every layer but the first;
     - the per-pixel readout (eq. 62), ``HW 2C`` dot products of length ``J`` forward,
@@ -163,14 +165,18 @@ def image_gemm_flops_per_example(cfg):
     P = sum((net.size >> s) ** 2 for s in range(net.n_scales))
     conv_in = ([C] + [net.n_hidden_conv] * net.n_layers_conv)[:net.n_layers_conv]
     convs = [P * k2 * c_in * net.n_hidden_conv for c_in in conv_in]
-    widths = [net.n_hidden_conv if net.n_layers_conv else C] + [net.n_hidden_dense] * net.n_layers_dense
+    dense = ([net.D] + [net.n_hidden_global] * net.n_layers_global + [HW * net.n_global_channels]
+             if net.n_layers_global else [])
+    dense = [c_in * c_out for c_in, c_out in zip(dense, dense[1:])]
+    widths = [net.pixel_features] + [net.n_hidden_dense] * net.n_layers_dense
     pointwise = [HW * c_in * c_out for c_in, c_out in zip(widths, widths[1:] + [2 * C * J])]
-    layers = convs + pointwise                                        # in forward order
+    first = [layer[0] for layer in (convs, dense) if layer]          # layers reading x_t
+    layers = convs + dense + pointwise
     readout = HW * 2 * C * J
     forward = sum(layers) + readout
-    backward = sum(layers) + sum(layers[1:]) + readout                # dW for all; dx all but the first
+    backward = 2 * sum(layers) - sum(first) + readout                 # dW for all; dx all but the first
     if learn:
-        backward += layers[0]
+        backward += sum(first)
     return 2 * (forward + backward)
 
 

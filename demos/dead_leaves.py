@@ -75,6 +75,12 @@ def make_parser():
     p.add_argument("--scales", type=integer(1, 8), default=3, help="scales per multi-scale layer (1: plain conv)")
     p.add_argument("--conv-layers", type=integer(0, 64), default=4, help="multi-scale convolution layers")
     p.add_argument("--conv-width", type=integer(1, 1024), default=20, help="channels of each multi-scale layer")
+    p.add_argument("--global-layers", type=integer(0, 64), default=0,
+                   help="hidden layers of the dense pathway on the whole image, beside the convolutions "
+                        "(Fig. D.1; 0: none)")
+    p.add_argument("--global-width", type=integer(1, 100_000), default=500, help="units of each dense-pathway layer")
+    p.add_argument("--global-channels", type=integer(1, 1024), default=2,
+                   help="channels per pixel the dense pathway adds to the 1 x 1 layers' input")
     p.add_argument("--dense-layers", type=integer(0, 64), default=1, help="1 x 1 tanh layers")
     p.add_argument("--dense-width", type=integer(1, 1024), default=20, help="units of each 1 x 1 layer")
     p.add_argument("--n-bumps", type=integer(1, 100_000), default=10, help="temporal basis functions J (eq. 63), at most --T")
@@ -103,6 +109,9 @@ def check_args(p, argv=None):
     for option in ("--scales", "--conv-width"):
         refuse_unused(p, given, option, option[2:].replace("-", "_"), args.conv_layers == 0,
                       "without multi-scale layers (--conv-layers 0)")
+    for option in ("--global-width", "--global-channels"):
+        refuse_unused(p, given, option, option[2:].replace("-", "_"), args.global_layers == 0,
+                      "without the dense pathway (--global-layers 0)")
     refuse_unused(p, given, "--dense-width", "dense_width", args.dense_layers == 0,
                   "without 1 x 1 layers (--dense-layers 0)")
     r_max, pool = args.r_max or args.size, 2 ** (args.scales - 1)
@@ -128,6 +137,8 @@ def saved_settings(config):
             "T": net["T"], "param": config["model"]["param"], "beta_1": sched["beta_1"], "learn_beta": sched["learn"],
             "scales": net["n_scales"], "conv_layers": net["n_layers_conv"], "conv_width": net["n_hidden_conv"],
             "dense_layers": net["n_layers_dense"], "dense_width": net["n_hidden_dense"],
+            "global_layers": net.get("n_layers_global", 0), "global_width": net.get("n_hidden_global", 500),
+            "global_channels": net.get("n_global_channels", 2),
             "n_bumps": net["n_temporal_basis"], "bump_spacing": net.get("bump_spacing", "linear"),
             "t_sampling": config["model"].get("t_sampling", "uniform")}
 
@@ -137,6 +148,8 @@ def new_model(args):
     net = ImageNetConfig(size=args.size, T=args.T, n_scales=args.scales if args.conv_layers else 1,
                          n_hidden_conv=args.conv_width, n_layers_conv=args.conv_layers,
                          n_hidden_dense=args.dense_width, n_layers_dense=args.dense_layers,
+                         n_layers_global=args.global_layers, n_hidden_global=args.global_width,
+                         n_global_channels=args.global_channels,
                          n_temporal_basis=args.n_bumps, bump_spacing=args.bump_spacing)
     return image_model(net, beta_1=args.beta_1, param=args.param, learn_beta=args.learn_beta,
                        t_sampling=args.t_sampling)

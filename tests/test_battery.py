@@ -67,6 +67,9 @@ BAD = {
                     "--conv-width": ["0", "-1", "1025", "x"],
                     "--dense-layers": ["-1", "65", "nan"],
                     "--dense-width": ["0", "-1", "1025", "inf"],
+                    "--global-layers": ["-1", "65", "2.5"],
+                    "--global-width": ["0", "100001", "x"],
+                    "--global-channels": ["0", "1025", "nan"],
                     "--n-bumps": ["0", "-1", "1.5", "x", "100001"],
                     "--bump-spacing": ["exp", "LOG", ""],
                     "--t-sampling": ["stratified", "1/t", ""],
@@ -177,6 +180,8 @@ BETWEEN = {
                     (["--conv-layers=0", "--scales=2"], "--scales"),
                     (["--conv-layers=0", "--conv-width=5"], "--conv-width"),
                     (["--dense-layers=0", "--dense-width=5"], "--dense-width"),
+                    (["--global-width=50"], "--global-width"),                  # --global-layers 0
+                    (["--global-layers=0", "--global-channels=3"], "--global-channels"),
                     (["--r-min=3", "--r-max=2"], "--r-max"),
                     (["--size=2", "--scales=1", "--r-min=3"], "--r-min"),      # --r-max is --size
                     (["--n-train=256"], "--n-train"),                          # 16 x 16 pixels

@@ -103,6 +103,23 @@ def test_benchmark_image_gemm_count_by_hand():
     assert benchmark.image_gemm_flops_per_example(cfg) == 2 * (forward + backward)
 
 
+def test_benchmark_image_gemm_count_with_the_dense_pathway():
+    """A network without convolutions, written out: 4 x 4 grey images; the dense pathway
+    16 -> 5 -> 16 pixels x 2 channels, joined to the image's one; one 1 x 1 layer 3 -> 6; J = 2.
+    Only the dense pathway's first layer reads x_t alone, so only its dx is skipped (the 1 x 1
+    layer's dx feeds the dense pathway)."""
+    import benchmark
+    from numpy_diffusion.image.model import image_model
+    from numpy_diffusion.image.network import ImageNetConfig
+    cfg = image_model(ImageNetConfig(size=4, T=10, n_layers_conv=0, n_layers_global=1, n_hidden_global=5,
+                                     n_global_channels=2, n_hidden_dense=6, n_temporal_basis=2)).cfg
+    g0, g1 = 16 * 5, 5 * 32                                          # 16 -> 5, 5 -> 16 pixels x 2 channels
+    dense, coef, readout = 16 * 3 * 6, 16 * 6 * 4, 16 * 2 * 2       # 1 x 1: 3 -> 6; 6 -> 2 C J = 4
+    forward = g0 + g1 + dense + coef + readout
+    backward = (g0 + g1 + dense + coef) + (g1 + dense + coef) + readout
+    assert benchmark.image_gemm_flops_per_example(cfg) == 2 * (forward + backward)
+
+
 def test_benchmark_times_the_dead_leaves_demos_default_model():
     import benchmark
     import dead_leaves

@@ -26,9 +26,10 @@ def params_of(folder):
         return {k: z[k] for k in z.files if k.startswith("param/")}
 
 
-def test_demo_writes_everything_and_resumes_exactly(demo, tmp_path, capsys):
+@pytest.mark.parametrize("extra", [[], ["--global-layers", "1", "--global-width", "4"]], ids=["conv", "dense-pathway"])
+def test_demo_writes_everything_and_resumes_exactly(demo, tmp_path, capsys, extra):
     straight, split = str(tmp_path / "a"), str(tmp_path / "b")
-    demo.main(TINY + ["--steps", "8", "--out", straight])
+    demo.main(TINY + extra + ["--steps", "8", "--out", straight])
     out = capsys.readouterr().out
     assert "diffusion - Gaussian (paired)" in out and "NLL, bits/dim" in out
     for name in ("samples.png", "bound_by_t.png", "training.png", "inpainting.png", "denoising.png", "metrics.json"):
@@ -37,11 +38,11 @@ def test_demo_writes_everything_and_resumes_exactly(demo, tmp_path, capsys):
         m = json.load(f)
     assert m["steps"] == 8 and m["held_out_images"] == 12 and m["data"]["size"] == 4
     assert np.isfinite(m["K_minus_gaussian_bits_per_pixel"]) and m["inpainting"]["smc"]["border_agreement"] >= 0
-    demo.main(TINY + ["--steps", "4", "--out", split])
+    demo.main(TINY + extra + ["--steps", "4", "--out", split])
     demo.main(["--resume", "--steps", "8", "--out", split, "--eval-size", "12", "--n-samples", "8",
                "--n-posterior", "2", "--particles", "3", "--strata", "3", "--eval-every", "4"])
     a, b = params_of(straight), params_of(split)
-    assert a.keys() == b.keys()
+    assert a.keys() == b.keys() and any("global" in k for k in a) == bool(extra)
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 

@@ -2,6 +2,10 @@
 
     x_t (N, D) -> image (N, H, W, C)
       -> multi-scale convolution + soft ReLU, ``n_layers_conv`` times   (N, H, W, n_hidden_conv)
+      [beside it, optional: the dense pathway on the whole image vector
+       x_t (N, D) -> linear + tanh, ``n_layers_global`` times           (N, n_hidden_global)
+         -> linear + tanh to ``n_global_channels`` per pixel             (N, H, W, n_global_channels)
+       joined to the convolutions' channels                             (N, H, W, n_hidden_conv + n_global_channels)]
       -> 1 x 1 convolution + tanh, ``n_layers_dense`` times             (N, H, W, n_hidden_dense)
       -> 1 x 1 linear map to 2 C J temporal coefficients                (N, H, W, 2 C J)
       -> temporal readout, eqs. (62)-(63), at every pixel               (N, H, W, 2 C)
@@ -13,7 +17,9 @@ outputs of its other networks (eqs. 64-65 or the project's other
 parameterizations turn ``z`` into the reverse kernel).
 
 Parameters are a dict of named arrays: ``conv{l}.W`` (S, k, k, C_in, C_out) and
-``conv{l}.b``; ``dense{l}.W`` (C_in, C_out) and ``dense{l}.b``; ``readout.W`` and
+``conv{l}.b``; ``global{l}.W`` (D or n_hidden_global, n_hidden_global or
+H W n_global_channels) and ``global{l}.b``, the dense pathway's layers, the last one
+``global{n_layers_global}``; ``dense{l}.W`` (C_in, C_out) and ``dense{l}.b``; ``readout.W`` and
 ``readout.b``, the per-pixel map to the temporal coefficients (the paper's
 "Readout", App. D.2.1).  Gradients come back keyed the same way.
 """
@@ -23,6 +29,7 @@ from typing import NamedTuple
 import numpy
 
 from ..backend import array_module
+from ..nn.layers import linear_backward, linear_forward
 from ..nn.readout import SPACINGS, bump_basis
 from ..validation import check_choice, check_positive_int
 from .layers import multiscale_backward, multiscale_forward, pixel_readout_backward, pixel_readout_forward
@@ -43,6 +50,10 @@ class ImageNetConfig:
     n_scales : int         scales of each multi-scale layer (1: plain convolution).
     kernel : int           odd kernel side ``k``.
     n_hidden_conv, n_layers_conv : int     width and number of multi-scale layers.
+    n_layers_global : int  hidden layers of the dense pathway on the whole image vector
+                           (Fig. D.1; the paper's CIFAR-10 model); 0: no dense pathway.
+    n_hidden_global : int  their width.
+    n_global_channels : int   channels per pixel the dense pathway adds to the 1 x 1 layers' input.
     n_hidden_dense, n_layers_dense : int   width and number of 1 x 1 tanh layers.
     n_temporal_basis : int                 bumps ``J`` of the readout (eq. 63).
     bump_spacing : str     ``'linear'`` (the paper's: centres evenly spaced in ``t``) or
@@ -59,14 +70,18 @@ class ImageNetConfig:
     n_layers_dense: int = 1
     n_temporal_basis: int = 10
     bump_spacing: str = "linear"
+    n_layers_global: int = 0
+    n_hidden_global: int = 500
+    n_global_channels: int = 2
 
     def __post_init__(self):
         for name in ("size", "channels", "n_scales", "kernel", "n_hidden_conv", "n_hidden_dense",
-                     "n_temporal_basis"):
+                     "n_temporal_basis", "n_hidden_global", "n_global_channels"):
             check_positive_int(name, getattr(self, name))
         check_positive_int("T", self.T, 2)
         check_positive_int("n_layers_conv", self.n_layers_conv, 0)
         check_positive_int("n_layers_dense", self.n_layers_dense, 0)
+        check_positive_int("n_layers_global", self.n_layers_global, 0)
         check_choice("bump_spacing", self.bump_spacing, SPACINGS)
         if self.kernel % 2 == 0:
             raise ValueError(f"kernel must be odd (same padding), got {self.kernel}")
@@ -79,6 +94,13 @@ class ImageNetConfig:
         """Data dimension ``H W C``."""
         return self.size * self.size * self.channels
 
+    @property
+    def pixel_features(self):
+        """Channels per pixel entering the 1 x 1 layers: the convolutions' (the image's
+        without them), and the dense pathway's."""
+        local = self.n_hidden_conv if self.n_layers_conv else self.channels
+        return local + (self.n_global_channels if self.n_layers_global else 0)
+
     def to_dict(self):
         return asdict(self)
 
@@ -87,19 +109,28 @@ def init_image_net(cfg, rng, dtype=numpy.float64):
     """Initial parameters (host arrays).
 
     Convolution kernels are normal with variance ``1 / (S k^2 C_in)`` (the ``S``
-    scales add up), 1 x 1 layers Glorot-uniform, biases zero; the coefficient
+    scales add up), the dense pathway's and the 1 x 1 layers Glorot-uniform, biases zero; the coefficient
     map starts at zero, so the untrained network outputs ``z = 0``.
     """
     params, c_in, S, k = {}, cfg.channels, cfg.n_scales, cfg.kernel
+
+    def glorot(name, n_in, n_out):
+        limit = numpy.sqrt(6.0 / (n_in + n_out))
+        params[f"{name}.W"] = rng.uniform(-limit, limit, (n_in, n_out)).astype(dtype)
+        params[f"{name}.b"] = numpy.zeros(n_out, dtype=dtype)
+
     for l in range(cfg.n_layers_conv):
         std = 1.0 / numpy.sqrt(S * k * k * c_in)
         params[f"conv{l}.W"] = (std * rng.standard_normal((S, k, k, c_in, cfg.n_hidden_conv))).astype(dtype)
         params[f"conv{l}.b"] = numpy.zeros(cfg.n_hidden_conv, dtype=dtype)
         c_in = cfg.n_hidden_conv
+    if cfg.n_layers_global:
+        widths = [cfg.D] + [cfg.n_hidden_global] * cfg.n_layers_global + [cfg.size ** 2 * cfg.n_global_channels]
+        for l, (n_in, n_out) in enumerate(zip(widths, widths[1:])):
+            glorot(f"global{l}", n_in, n_out)
+    c_in = cfg.pixel_features
     for l in range(cfg.n_layers_dense):
-        limit = numpy.sqrt(6.0 / (c_in + cfg.n_hidden_dense))
-        params[f"dense{l}.W"] = rng.uniform(-limit, limit, (c_in, cfg.n_hidden_dense)).astype(dtype)
-        params[f"dense{l}.b"] = numpy.zeros(cfg.n_hidden_dense, dtype=dtype)
+        glorot(f"dense{l}", c_in, cfg.n_hidden_dense)
         c_in = cfg.n_hidden_dense
     n_coef = 2 * cfg.channels * cfg.n_temporal_basis
     params["readout.W"] = numpy.zeros((c_in, n_coef), dtype=dtype)
@@ -110,6 +141,7 @@ def init_image_net(cfg, rng, dtype=numpy.float64):
 class ImageNetCache(NamedTuple):
     """The layers' caches, in forward order, and the image shape."""
     convs: tuple       # MultiScaleCache per multi-scale layer
+    global_layers: tuple    # (LinearCache, ActCache) per layer of the dense pathway
     denses: tuple      # (PointwiseCache, ActCache) per 1 x 1 tanh layer
     coef: object       # PointwiseCache of the readout's coefficient map
     readout: object    # ReadoutCache
@@ -132,14 +164,21 @@ def image_net_forward(xt, t, params, cfg, G):
     z : ndarray of shape (N, 2 D), ``[z_mu, z_Sigma]``
     cache : ImageNetCache
     """
-    N, s, C = xt.shape[0], cfg.size, cfg.channels
+    N, s, C, xp = xt.shape[0], cfg.size, cfg.channels, array_module(xt)
     if xt.ndim != 2 or xt.shape[1] != cfg.D:
         raise ValueError(f"x_t must have shape (N, {cfg.D}) for {s} x {s} x {C} images, got {tuple(xt.shape)}")
     h = xt.reshape(N, s, s, C)                                        # (N, H, W, C)
-    convs, denses = [], []
+    convs, global_layers, denses = [], [], []
     for l in range(cfg.n_layers_conv):
         h, c = multiscale_forward(h, params[f"conv{l}.W"], params[f"conv{l}.b"])   # (N, H, W, n_hidden_conv)
         convs.append(c)
+    if cfg.n_layers_global:
+        g = xt                                                        # the whole image vector  (N, D)
+        for l in range(cfg.n_layers_global + 1):
+            a, c_lin = linear_forward(g, params[f"global{l}.W"], params[f"global{l}.b"])
+            g, c_act = tanh_forward(a)                                # (N, n_hidden_global), last (N, H W c_g)
+            global_layers.append((c_lin, c_act))
+        h = xp.concatenate([h, g.reshape(N, s, s, -1)], axis=3)      # (N, H, W, pixel_features)
     for l in range(cfg.n_layers_dense):
         a, c_lin = pointwise_forward(h, params[f"dense{l}.W"], params[f"dense{l}.b"])
         h, c_act = tanh_forward(a)                                    # (N, H, W, n_hidden_dense)
@@ -147,7 +186,7 @@ def image_net_forward(xt, t, params, cfg, G):
     y, c_coef = pointwise_forward(h, params["readout.W"], params["readout.b"])   # y_i, App. D.2.1  (N, H, W, 2 C J)
     z, c_read = pixel_readout_forward(y, t, G)                        # eq. (62)        (N, H, W, 2 C)
     z = z.reshape(N, s, s, 2, C).transpose(0, 3, 1, 2, 4).reshape(N, 2 * cfg.D)   # [z_mu, z_Sigma]  (N, 2 D)
-    return z, ImageNetCache(tuple(convs), tuple(denses), c_coef, c_read, (N, s, s, C))
+    return z, ImageNetCache(tuple(convs), tuple(global_layers), tuple(denses), c_coef, c_read, (N, s, s, C))
 
 
 def image_net_backward(dz, cache, *, need_dx=True):
@@ -157,17 +196,29 @@ def image_net_backward(dz, cache, *, need_dx=True):
     grads = {}
     dz = dz.reshape(N, 2, s, s, C).transpose(0, 2, 3, 1, 4).reshape(N, s, s, 2 * C)   # (N, H, W, 2 C)
     dy = pixel_readout_backward(dz, cache.readout)                    # (N, H, W, 2 C J)
-    hidden = bool(cache.denses or cache.convs)
+    hidden = bool(cache.denses or cache.convs or cache.global_layers)
     dh, grads["readout.W"], grads["readout.b"] = pointwise_backward(dy, cache.coef, need_dx=need_dx or hidden)
     for l in reversed(range(len(cache.denses))):
         c_lin, c_act = cache.denses[l]
         da = tanh_backward(dh, c_act)
         dh, grads[f"dense{l}.W"], grads[f"dense{l}.b"] = pointwise_backward(
-            da, c_lin, need_dx=need_dx or l > 0 or bool(cache.convs))
+            da, c_lin, need_dx=need_dx or l > 0 or bool(cache.convs or cache.global_layers))
+    dx_global = None
+    if cache.global_layers:                                           # split the joined channels
+        c_g = cache.global_layers[-1][1].value.shape[1] // (s * s)
+        dh, dg = dh[..., :-c_g], dh[..., -c_g:].reshape(N, -1)        # (N, H, W, c_local), (N, H W c_g)
+        for l in reversed(range(len(cache.global_layers))):
+            c_lin, c_act = cache.global_layers[l]
+            da = tanh_backward(dg, c_act)
+            dg, grads[f"global{l}.W"], grads[f"global{l}.b"] = linear_backward(da, c_lin, need_dx=need_dx or l > 0)
+        dx_global = dg                                                # (N, D) or None
     for l in reversed(range(len(cache.convs))):
         dh, grads[f"conv{l}.W"], grads[f"conv{l}.b"] = multiscale_backward(
             dh, cache.convs[l], need_dx=need_dx or l > 0)
-    return (dh.reshape(N, -1) if dh is not None else None), grads
+    if not need_dx:
+        return None, grads
+    dx = dh.reshape(N, -1)                                            # both pathways read x_t
+    return (dx + dx_global if dx_global is not None else dx), grads
 
 
 class ImageNetwork:
