@@ -150,6 +150,8 @@ def image_gemm_flops_per_example(cfg):
       the first layer, whose ``dx`` a fixed schedule does not need;
     - each layer of the dense pathway, if any, ``D -> n_hidden_global -> ... -> HW c_g``:
       forward ``C_in O`` per image; backward ``dW``, and ``dx`` for every layer but the first;
+      without convolutions and dense pathway, the first 1 x 1 layer reads the image and
+      needs no ``dx`` either;
     - each 1 x 1 layer and the map to the ``2 C J`` temporal coefficients ``C_in -> O``:
       forward ``HW C_in O``; backward ``dW``, and ``dx`` for every layer but the first;
     - the per-pixel readout (eq. 62), ``HW 2C`` dot products of length ``J`` forward,
@@ -165,13 +167,15 @@ def image_gemm_flops_per_example(cfg):
     P = sum((net.size >> s) ** 2 for s in range(net.n_scales))
     conv_in = ([C] + [net.n_hidden_conv] * net.n_layers_conv)[:net.n_layers_conv]
     convs = [P * k2 * c_in * net.n_hidden_conv for c_in in conv_in]
-    dense = ([net.D] + [net.n_hidden_global] * net.n_layers_global + [HW * net.n_global_channels]
+    whole = ([net.D] + [net.n_hidden_global] * net.n_layers_global + [HW * net.n_global_channels]
              if net.n_layers_global else [])
-    dense = [c_in * c_out for c_in, c_out in zip(dense, dense[1:])]
+    whole_image = [c_in * c_out for c_in, c_out in zip(whole, whole[1:])]   # the dense pathway
     widths = [net.pixel_features] + [net.n_hidden_dense] * net.n_layers_dense
     pointwise = [HW * c_in * c_out for c_in, c_out in zip(widths, widths[1:] + [2 * C * J])]
-    first = [layer[0] for layer in (convs, dense) if layer]          # layers reading x_t
-    layers = convs + dense + pointwise
+    # the layers reading x_t alone: the first convolution, the dense pathway's first layer, and
+    # without either the first 1 x 1 layer (or the coefficient map), which then reads the pixels
+    first = (convs[:1] or ([] if whole_image else pointwise[:1])) + whole_image[:1]
+    layers = convs + whole_image + pointwise
     readout = HW * 2 * C * J
     forward = sum(layers) + readout
     backward = 2 * sum(layers) - sum(first) + readout                 # dW for all; dx all but the first

@@ -106,14 +106,13 @@ def check_args(p, argv=None):
     option given that would go unused, and values that do not fit together, as argparse refuses
     a bad value.  A resumed run's model and data are the checkpoint's (:func:`saved_settings`)."""
     args, given = p.parse_args(argv), given_options(p, argv)
-    for option in ("--scales", "--conv-width"):
-        refuse_unused(p, given, option, option[2:].replace("-", "_"), args.conv_layers == 0,
-                      "without multi-scale layers (--conv-layers 0)")
-    for option in ("--global-width", "--global-channels"):
-        refuse_unused(p, given, option, option[2:].replace("-", "_"), args.global_layers == 0,
-                      "without the dense pathway (--global-layers 0)")
-    refuse_unused(p, given, "--dense-width", "dense_width", args.dense_layers == 0,
-                  "without 1 x 1 layers (--dense-layers 0)")
+    unused = [("--scales", args.conv_layers == 0, "without multi-scale layers (--conv-layers 0)"),
+              ("--conv-width", args.conv_layers == 0, "without multi-scale layers (--conv-layers 0)"),
+              ("--global-width", args.global_layers == 0, "without the dense pathway (--global-layers 0)"),
+              ("--global-channels", args.global_layers == 0, "without the dense pathway (--global-layers 0)"),
+              ("--dense-width", args.dense_layers == 0, "without 1 x 1 layers (--dense-layers 0)")]
+    for option, when, reason in ([] if args.resume else unused):    # resumed: the checkpoint's, checked later
+        refuse_unused(p, given, option, option[2:].replace("-", "_"), when, reason)
     r_max, pool = args.r_max or args.size, 2 ** (args.scales - 1)
     model = [(("scales", "size"), args.conv_layers == 0 or args.size % pool == 0,
               f"--size a multiple of 2^(--scales - 1) = {pool}, to pool every scale"),
@@ -137,8 +136,9 @@ def saved_settings(config):
             "T": net["T"], "param": config["model"]["param"], "beta_1": sched["beta_1"], "learn_beta": sched["learn"],
             "scales": net["n_scales"], "conv_layers": net["n_layers_conv"], "conv_width": net["n_hidden_conv"],
             "dense_layers": net["n_layers_dense"], "dense_width": net["n_hidden_dense"],
-            "global_layers": net.get("n_layers_global", 0), "global_width": net.get("n_hidden_global", 500),
-            "global_channels": net.get("n_global_channels", 2),
+            "global_layers": net.get("n_layers_global", 0),                     # saved before the option
+            "global_width": net.get("n_hidden_global", ImageNetConfig.n_hidden_global),
+            "global_channels": net.get("n_global_channels", ImageNetConfig.n_global_channels),
             "n_bumps": net["n_temporal_basis"], "bump_spacing": net.get("bump_spacing", "linear"),
             "t_sampling": config["model"].get("t_sampling", "uniform")}
 

@@ -120,6 +120,21 @@ def test_benchmark_image_gemm_count_with_the_dense_pathway():
     assert benchmark.image_gemm_flops_per_example(cfg) == 2 * (forward + backward)
 
 
+def test_benchmark_image_gemm_count_of_the_1x1_layers_alone():
+    """Without convolutions or dense pathway the first 1 x 1 layer reads the image: no dx for
+    it (4 x 4 grey images, 1 -> 6, then 6 -> 2 C J = 4); with a learned schedule it has one."""
+    import benchmark
+    from numpy_diffusion.image.model import image_model
+    from numpy_diffusion.image.network import ImageNetConfig
+    net = ImageNetConfig(size=4, T=10, n_layers_conv=0, n_hidden_dense=6, n_temporal_basis=2)
+    dense, coef, readout = 16 * 1 * 6, 16 * 6 * 4, 16 * 2 * 2
+    forward = dense + coef + readout
+    backward = (dense + coef) + coef + readout
+    assert benchmark.image_gemm_flops_per_example(image_model(net).cfg) == 2 * (forward + backward)
+    learned = image_model(net, learn_beta=True).cfg
+    assert benchmark.image_gemm_flops_per_example(learned) == 2 * (forward + backward + dense)
+
+
 def test_benchmark_times_the_dead_leaves_demos_default_model():
     import benchmark
     import dead_leaves

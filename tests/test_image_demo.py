@@ -40,7 +40,8 @@ def test_demo_writes_everything_and_resumes_exactly(demo, tmp_path, capsys, extr
     assert np.isfinite(m["K_minus_gaussian_bits_per_pixel"]) and m["inpainting"]["smc"]["border_agreement"] >= 0
     demo.main(TINY + extra + ["--steps", "4", "--out", split])
     demo.main(["--resume", "--steps", "8", "--out", split, "--eval-size", "12", "--n-samples", "8",
-               "--n-posterior", "2", "--particles", "3", "--strata", "3", "--eval-every", "4"])
+               "--n-posterior", "2", "--particles", "3", "--strata", "3", "--eval-every", "4"]
+              + extra[2:])                                   # repeating the checkpoint's --global-width is fine
     a, b = params_of(straight), params_of(split)
     assert a.keys() == b.keys() and any("global" in k for k in a) == bool(extra)
     for k in a:

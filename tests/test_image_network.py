@@ -69,6 +69,8 @@ def test_backward_end_to_end(cfg, seed):
     for _ in range(3):
         assert directional_error(loss, flat(params), flat(grads), rng, abs(z * dz).sum()) < TOL
     assert jvp_error(lambda x: net.forward(x, t, params)[0], xt, dz, dxt) < TOL
+    dxt_none, same = net.backward(dz, cache, need_dxt=False)           # what a fixed schedule asks for
+    assert dxt_none is None and all(np.array_equal(same[k], grads[k]) for k in grads)
 
 
 @given(seed=seeds)

@@ -16,12 +16,18 @@ lines up with ``x_t`` and the Gaussian diffusion uses ``z`` as it uses the
 outputs of its other networks (eqs. 64-65 or the project's other
 parameterizations turn ``z`` into the reverse kernel).
 
+Names.  The paper calls both the whole-image layers and the 1 x 1 layers "dense"
+(App. D.2.1, "Dense Layers": both are a linear map and a tanh); here ``global``
+names the first (the dense pathway, the reference code's "dense lower" MLP) and
+``dense`` the second (its "dense upper" MLP, applied at each pixel).
+
 Parameters are a dict of named arrays: ``conv{l}.W`` (S, k, k, C_in, C_out) and
-``conv{l}.b``; ``global{l}.W`` (D or n_hidden_global, n_hidden_global or
-H W n_global_channels) and ``global{l}.b``, the dense pathway's layers, the last one
-``global{n_layers_global}``; ``dense{l}.W`` (C_in, C_out) and ``dense{l}.b``; ``readout.W`` and
-``readout.b``, the per-pixel map to the temporal coefficients (the paper's
-"Readout", App. D.2.1).  Gradients come back keyed the same way.
+``conv{l}.b``; the dense pathway's ``global{l}.W`` and ``global{l}.b``, with
+``global0.W`` (D, n_hidden_global), the middle ones (n_hidden_global, n_hidden_global)
+and the last, ``global{n_layers_global}.W``, (n_hidden_global, H W n_global_channels);
+``dense{l}.W`` (C_in, C_out) and ``dense{l}.b``; ``readout.W`` and ``readout.b``, the
+per-pixel map to the temporal coefficients (the paper's "Readout", App. D.2.1).
+Gradients come back keyed the same way.
 """
 from dataclasses import asdict, dataclass
 from typing import NamedTuple
@@ -51,8 +57,9 @@ class ImageNetConfig:
     kernel : int           odd kernel side ``k``.
     n_hidden_conv, n_layers_conv : int     width and number of multi-scale layers.
     n_layers_global : int  hidden layers of the dense pathway on the whole image vector
-                           (Fig. D.1; the paper's CIFAR-10 model); 0: no dense pathway.
-    n_hidden_global : int  their width.
+                           (Fig. D.1; the paper's CIFAR-10 model); 0: no dense pathway.  It has
+                           ``n_layers_global + 1`` linear + tanh layers: the last gives the channels.
+    n_hidden_global : int  width of its hidden layers.
     n_global_channels : int   channels per pixel the dense pathway adds to the 1 x 1 layers' input.
     n_hidden_dense, n_layers_dense : int   width and number of 1 x 1 tanh layers.
     n_temporal_basis : int                 bumps ``J`` of the readout (eq. 63).
@@ -96,8 +103,8 @@ class ImageNetConfig:
 
     @property
     def pixel_features(self):
-        """Channels per pixel entering the 1 x 1 layers: the convolutions' (the image's
-        without them), and the dense pathway's."""
+        """Channels per pixel entering the 1 x 1 layers: the convolutions' (the image's ``C``
+        when there are no convolution layers), then the dense pathway's, if any."""
         local = self.n_hidden_conv if self.n_layers_conv else self.channels
         return local + (self.n_global_channels if self.n_layers_global else 0)
 
@@ -205,7 +212,7 @@ def image_net_backward(dz, cache, *, need_dx=True):
             da, c_lin, need_dx=need_dx or l > 0 or bool(cache.convs or cache.global_layers))
     dx_global = None
     if cache.global_layers:                                           # split the joined channels
-        c_g = cache.global_layers[-1][1].value.shape[1] // (s * s)
+        c_g = cache.global_layers[-1][1].value.shape[1] // (s * s)   # its last tanh: (N, H W c_g)
         dh, dg = dh[..., :-c_g], dh[..., -c_g:].reshape(N, -1)        # (N, H, W, c_local), (N, H W c_g)
         for l in reversed(range(len(cache.global_layers))):
             c_lin, c_act = cache.global_layers[l]
