@@ -175,16 +175,12 @@ def image_net_forward(xt, t, params, cfg, G):
     if xt.ndim != 2 or xt.shape[1] != cfg.D:
         raise ValueError(f"x_t must have shape (N, {cfg.D}) for {s} x {s} x {C} images, got {tuple(xt.shape)}")
     h = xt.reshape(N, s, s, C)                                        # (N, H, W, C)
-    convs, global_layers, denses = [], [], []
+    convs, global_layers, denses = [], (), []
     for l in range(cfg.n_layers_conv):
         h, c = multiscale_forward(h, params[f"conv{l}.W"], params[f"conv{l}.b"])   # (N, H, W, n_hidden_conv)
         convs.append(c)
     if cfg.n_layers_global:
-        g = xt                                                        # the whole image vector  (N, D)
-        for l in range(cfg.n_layers_global + 1):
-            a, c_lin = linear_forward(g, params[f"global{l}.W"], params[f"global{l}.b"])
-            g, c_act = tanh_forward(a)                                # (N, n_hidden_global), last (N, H W c_g)
-            global_layers.append((c_lin, c_act))
+        g, global_layers = dense_pathway_forward(xt, params, cfg.n_layers_global)   # (N, H W c_g)
         h = xp.concatenate([h, g.reshape(N, s, s, -1)], axis=3)      # (N, H, W, pixel_features)
     for l in range(cfg.n_layers_dense):
         a, c_lin = pointwise_forward(h, params[f"dense{l}.W"], params[f"dense{l}.b"])
@@ -193,7 +189,32 @@ def image_net_forward(xt, t, params, cfg, G):
     y, c_coef = pointwise_forward(h, params["readout.W"], params["readout.b"])   # y_i, App. D.2.1  (N, H, W, 2 C J)
     z, c_read = pixel_readout_forward(y, t, G)                        # eq. (62)        (N, H, W, 2 C)
     z = z.reshape(N, s, s, 2, C).transpose(0, 3, 1, 2, 4).reshape(N, 2 * cfg.D)   # [z_mu, z_Sigma]  (N, 2 D)
-    return z, ImageNetCache(tuple(convs), tuple(global_layers), tuple(denses), c_coef, c_read, (N, s, s, C))
+    return z, ImageNetCache(tuple(convs), global_layers, tuple(denses), c_coef, c_read, (N, s, s, C))
+
+
+def dense_pathway_forward(xt, params, n_layers):
+    """The dense pathway: ``n_layers + 1`` layers of ``tanh(g W + b)`` on the whole image
+    vector (App. D.2.1, "Dense Layers"), ``global0`` first.
+
+    Returns ``g`` (N, H W c_g), the channels it adds at each pixel, row-major over
+    ``(H, W, c_g)``, and the layers' caches, ``(LinearCache, ActCache)`` each.
+    """
+    g, caches = xt, []                                                # the whole image vector  (N, D)
+    for l in range(n_layers + 1):
+        a, c_lin = linear_forward(g, params[f"global{l}.W"], params[f"global{l}.b"])
+        g, c_act = tanh_forward(a)                                    # (N, n_hidden_global), last (N, H W c_g)
+        caches.append((c_lin, c_act))
+    return g, tuple(caches)
+
+
+def dense_pathway_backward(dg, caches, grads, *, need_dx=True):
+    """Gradients of :func:`dense_pathway_forward`, written into ``grads``; returns ``dx``
+    (N, D), or ``None`` without ``need_dx``."""
+    for l in reversed(range(len(caches))):
+        c_lin, c_act = caches[l]
+        da = tanh_backward(dg, c_act)                                 # (N, width of layer l)
+        dg, grads[f"global{l}.W"], grads[f"global{l}.b"] = linear_backward(da, c_lin, need_dx=need_dx or l > 0)
+    return dg
 
 
 def image_net_backward(dz, cache, *, need_dx=True):
@@ -214,11 +235,7 @@ def image_net_backward(dz, cache, *, need_dx=True):
     if cache.global_layers:                                           # split the joined channels
         c_g = cache.global_layers[-1][1].value.shape[1] // (s * s)   # its last tanh: (N, H W c_g)
         dh, dg = dh[..., :-c_g], dh[..., -c_g:].reshape(N, -1)        # (N, H, W, c_local), (N, H W c_g)
-        for l in reversed(range(len(cache.global_layers))):
-            c_lin, c_act = cache.global_layers[l]
-            da = tanh_backward(dg, c_act)
-            dg, grads[f"global{l}.W"], grads[f"global{l}.b"] = linear_backward(da, c_lin, need_dx=need_dx or l > 0)
-        dx_global = dg                                                # (N, D) or None
+        dx_global = dense_pathway_backward(dg, cache.global_layers, grads, need_dx=need_dx)   # (N, D) or None
     for l in reversed(range(len(cache.convs))):
         dh, grads[f"conv{l}.W"], grads[f"conv{l}.b"] = multiscale_backward(
             dh, cache.convs[l], need_dx=need_dx or l > 0)
