@@ -23,11 +23,15 @@ from numpy_diffusion.run.checkpoint import TMP_PREFIX, load_checkpoint  # noqa: 
 from numpy_diffusion.run.training import Trainer  # noqa: E402
 
 SMALL = ["--eval-size", "100", "--n-samples", "20"]
-WAYS = [  # (arguments, the step named, what it says)
+# The two --lr 1 runs blow up over tens of steps; the step where they cross the line depends on
+# the last bits of every GEMM, so on the BLAS build and its thread count (29 with two OpenBLAS
+# threads here, 25 with one): for them the step named must lie in a range.  Evaluating at every
+# step, the held-out check (one value far beyond) fires before the minibatch one (five in a row).
+WAYS = [  # (arguments, the step named or its range, what it says)
     (["--lr", "1e3"], 2, r"the learned schedule left \(0, 1\)"),                    # in a training step
     (["--lr", "1e3", "--eval-every", "1"], 1, r"with these parameters the learned schedule leaves \(0, 1\)"),
-    (["--lr", "1"], 29, "the minibatch loss went far beyond its best .* and stayed there"),
-    (["--lr", "1", "--eval-every", "10"], 30, "the held-out loss went far beyond its best"),
+    (["--lr", "1"], range(10, 60), "the minibatch loss went far beyond its best .* and stayed there"),
+    (["--lr", "1", "--eval-every", "1"], range(10, 60), "the held-out loss went far beyond its best"),
     (["--lr", "1e300"], 1, "the parameters are not finite after the Adam step"),
     (["--fixed-beta", "--lr", "1e30"], 2, "the gradient is not finite"),
     (["--fixed-beta", "--lr", "1e6"], 2, "the minibatch loss went far beyond its best"),   # finite, exploding
@@ -73,7 +77,7 @@ def kept(out, saves, step, lr):
 @pytest.mark.parametrize("argv, step, what", WAYS, ids=[" ".join(w[0]) for w in WAYS])
 def test_each_way_to_diverge_names_the_step_and_keeps_the_checkpoint(argv, step, what, tmp_path, capsys, saves):
     named, message, ck_step = diverges(argv + SMALL + ["--steps", "100"], tmp_path / "run", capsys)
-    assert named == step and re.search(what, message), message
+    assert (named in step if isinstance(step, range) else named == step) and re.search(what, message), message
     kept(tmp_path / "run", saves, ck_step, float(argv[argv.index("--lr") + 1]))
 
 
