@@ -37,6 +37,14 @@ def random_params(model, rng):
 def test_strata_cover_every_step_once(T, n):
     e = strata(T, n)
     assert e[0] == 2 and e[-1] == T + 1 and (np.diff(e) > 0).all() and e.size - 1 <= n
+    if n >= T - 1:                                                   # every step a stratum: exact in t
+        np.testing.assert_array_equal(e, np.arange(2, T + 2))
+
+
+def test_t_minus_one_strata_are_every_step_even_at_large_T():
+    """Rounding a geometric spacing would merge the late steps (453 runs for 999 at T = 1000)."""
+    assert strata(1000, 999).size == 1000 and strata(1000, 5000).size == 1000
+    assert strata(1000, 30).size - 1 == 29                           # rounding merges two early ones
 
 
 @given(seed=seeds, param=st.sampled_from(["paper", "reference", "bounded"]), learn=st.booleans())
