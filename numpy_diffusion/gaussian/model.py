@@ -88,10 +88,12 @@ class GaussianDiffusion:
     the backend and the network's dtype are those of ``params["readout.W"]``.
     """
 
+    network_class = Network                                               # what cfg.net configures
+
     def __init__(self, cfg):
         self.cfg = cfg
         self.D, self.T = cfg.net.D, cfg.net.T
-        self.net = Network(cfg.net)
+        self.net = self.network_class(cfg.net)
         self._fixed = {}                                                  # fixed-schedule tables by backend
 
     def init_params(self, rng, dtype=numpy.float64):

@@ -71,7 +71,8 @@ def conv_forward_naive(x, W, b):
 
 
 def conv_backward_naive(dout, cache):
-    """Gradients of :func:`conv_forward_naive`: returns ``(dx, dW, db)``."""
+    """Gradients of :func:`conv_forward_naive`: returns ``(dx, dW, db)``, shaped like
+    ``x`` (N, H, W, C), ``W`` (k, k, C, O) and ``b`` (O,)."""
     x, W = cache
     xp, k, (_, H, Wd, _) = array_module(x), W.shape[0], x.shape
     p = k // 2
@@ -141,9 +142,16 @@ def conv_backward(dout, cache, *, need_dx=True):
     """Gradients of :func:`conv_forward`: returns ``(dx, dW, db)``; ``dx`` is ``None``
     without ``need_dx`` (a first layer whose input needs no gradient).
 
-    The input gradient is itself a same-padded convolution: of ``dout`` with the
-    kernel flipped in space and its channel axes swapped,
-    ``dx[y, x, c] = sum_{i,j,o} dout[y + i - p, x + j - p, o] W[k-1-i, k-1-j, c, o]``.
+    The input gradient is itself a same-padded convolution.  Pixel ``x[h, w]`` meets
+    ``W[i, j]`` in output ``out[h - i + p, w - j + p]``, so
+
+        dx[h, w, c] = sum_{i,j,o} dout[h - i + p, w - j + p, o] W[i, j, c, o];
+
+    substituting ``i -> k - 1 - i`` (and ``k - 1 = 2 p``) turns ``h - i + p`` into
+    ``h + i - p``: a convolution of ``dout`` with the kernel flipped in space and its
+    channel axes swapped, ``W[k-1-i, k-1-j, o, c]``.
+
+    Returns ``dx`` (N, H, W, C) or ``None``, ``dW`` (k, k, C, O), ``db`` (O,).
     """
     cols, W = cache
     O = W.shape[3]
@@ -155,7 +163,8 @@ def conv_backward(dout, cache, *, need_dx=True):
 
 
 class ShapeCache(NamedTuple):
-    """Pooling and upsampling are linear with fixed coefficients: only the input shape is kept."""
+    """Pooling and upsampling are linear with fixed coefficients: their backward passes need
+    nothing from the forward (the shape is kept only so every pair has the same form)."""
     shape: tuple
 
 
@@ -182,7 +191,8 @@ def mean_pool_forward(x):
 
 
 def mean_pool_backward(dout, cache):
-    """Gradient of the 2 x 2 mean: each of a block's four pixels gets a quarter."""
+    """Gradient of the 2 x 2 mean: each of a block's four pixels gets a quarter.  (N, 2H', 2W', C)
+    from ``dout`` (N, H', W', C)."""
     return upsample_forward(dout)[0] / 4                              # d mean/d x = 1/4   (N, H, W, C)
 
 
@@ -205,5 +215,6 @@ def upsample_forward(x):
 
 
 def upsample_backward(dout, cache):
-    """Gradient of the upsampling: each input pixel collects its 2 x 2 block."""
+    """Gradient of the upsampling: each input pixel collects its 2 x 2 block.  (N, H, W, C)
+    from ``dout`` (N, 2H, 2W, C)."""
     return dout[:, 0::2, 0::2] + dout[:, 0::2, 1::2] + dout[:, 1::2, 0::2] + dout[:, 1::2, 1::2]   # (N, H, W, C)

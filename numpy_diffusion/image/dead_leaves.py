@@ -103,7 +103,7 @@ def dequantize(q, rng):
 
     Parameters
     ----------
-    q : host ndarray of uint8, any shape (n, size, size)
+    q : host ndarray of uint8, shape (n, size, size) (or any shape: each entry a grey level)
     rng : numpy.random.Generator, for the dequantization noise ``u``
 
     Returns
@@ -115,7 +115,8 @@ def dequantize(q, rng):
 
 
 def to_grey_levels(x0):
-    """Unit-variance data back to grey levels ``v = SCALE x0 + SHIFT`` (for display)."""
+    """Unit-variance data back to grey levels ``v = SCALE x0 + SHIFT`` (for display): float
+    array shaped like ``x0``, in grey levels (0..256 for data; samples may stray outside)."""
     return SCALE * numpy.asarray(x0) + SHIFT
 
 

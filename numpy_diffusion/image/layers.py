@@ -24,13 +24,16 @@ class ActCache(NamedTuple):
 
 def softrelu_forward(x):
     """Soft ReLU ``s = log(1 + exp(x))`` (App. D.2.1, multi-scale step 4); caches the output,
-    since ``s' = sigmoid(x) = e^x / (1 + e^x) = 1 - exp(-s)``."""
+    since ``s' = sigmoid(x) = e^x / (1 + e^x) = 1 - exp(-s)``.  (``nn.layers.softplus_forward``
+    is the same function caching its input; this one caches its output, as :func:`tanh_forward`
+    does, so both nonlinearities of the image network read their derivative from their output.)"""
     out = softplus(x)
     return out, ActCache(out)
 
 
 def softrelu_backward(dout, cache):
-    """``dx = dout * (1 - exp(-s))``, as ``-expm1(-s)``: full precision where ``s`` is tiny."""
+    """``dx = dout * (1 - exp(-s))``, as ``-expm1(-s)``: full precision where ``s`` is tiny.
+    Shaped like ``dout``."""
     return dout * -array_module(dout).expm1(-cache.value)             # softplus' = sigmoid = 1 - e^-s
 
 
@@ -41,7 +44,7 @@ def tanh_forward(x):
 
 
 def tanh_backward(dout, cache):
-    """``dx = dout * (1 - tanh(x)^2)``."""
+    """``dx = dout * (1 - tanh(x)^2)``, shaped like ``dout``."""
     return dout * (1 - cache.value * cache.value)                     # tanh' = 1 - tanh^2
 
 
@@ -87,7 +90,8 @@ def multiscale_forward(x, W, b):
         xs, c = mean_pool_forward(pyramid[-1])                        # x_{s+1} = P x_s   (N, H/2^s, W/2^s, C)
         pyramid.append(xs)
         pools.append(c)
-    ys, convs = zip(*(conv_forward(xs, W[s], b if s == 0 else xp.zeros_like(b))
+    bias = [b] + [xp.zeros_like(b)] * (S - 1)                         # b once, with the finest scale
+    ys, convs = zip(*(conv_forward(xs, W[s], bias[s])
                       for s, xs in enumerate(pyramid)))               # y_s at scale 2^-s  (N, ., ., O)
     a, ups = ys[-1], [None] * (S - 1)
     for s in reversed(range(S - 1)):
@@ -98,7 +102,8 @@ def multiscale_forward(x, W, b):
 
 
 def multiscale_backward(dout, cache, *, need_dx=True):
-    """Gradients of :func:`multiscale_forward`: returns ``(dx, dW, db)``.
+    """Gradients of :func:`multiscale_forward`: returns ``(dx, dW, db)``, shaped like
+    ``x`` (N, H, W, C), ``W`` (S, k, k, C, O) and ``b`` (O,).
 
     Fine to coarse through the sum (``da/dy_s = U^s``, transposed: block sums), then
     coarse to fine through the pyramid (``dx_s = dconv_s + P^T dx_{s+1}``).
@@ -108,13 +113,15 @@ def multiscale_backward(dout, cache, *, need_dx=True):
     dys = [softrelu_backward(dout, cache.act)]                        # d out/d a = sigmoid(a)
     for s in range(S - 1):
         dys.append(upsample_backward(dys[-1], cache.ups[s]))          # d a/d y_{s+1}: block sums
-    dW, dx, db = [None] * S, None, None
+    dW, dx = [None] * S, None
     for s in reversed(range(S)):
-        dxs, dW[s], db = conv_backward(dys[s], cache.convs[s], need_dx=need_dx or s > 0)
+        # a coarser scale's dx always flows on to the finer one; only x_0's may be skipped
+        dxs, dW[s], _ = conv_backward(dys[s], cache.convs[s], need_dx=need_dx or s > 0)
         if dx is not None and dxs is not None:
             dxs = dxs + mean_pool_backward(dx, cache.pools[s])       # d x_{s+1}/d x_s = P
         dx = dxs
-    return dx, array_module(dys[0]).stack(dW), db                    # db: the finest scale's bias
+    db = dys[0].sum(axis=(0, 1, 2))                                   # d a/d b = 1 (entered at scale 0)  (O,)
+    return dx, array_module(dys[0]).stack(dW), db                     # dW (S, k, k, C, O)
 
 
 class PointwiseCache(NamedTuple):
@@ -144,7 +151,8 @@ def pointwise_forward(x, W, b):
 
 
 def pointwise_backward(dout, cache, *, need_dx=True):
-    """Gradients of :func:`pointwise_forward`: returns ``(dx, dW, db)``."""
+    """Gradients of :func:`pointwise_forward`: returns ``(dx, dW, db)``, shaped like
+    ``x`` (N, H, W, C) (``None`` without ``need_dx``), ``W`` (C, O) and ``b`` (O,)."""
     x, W = cache
     dW = x.reshape(-1, W.shape[0]).T @ dout.reshape(-1, W.shape[1])   # d(xW)/dW = x     (C, O)
     db = dout.sum(axis=(0, 1, 2))                                     # d(b)/db = 1      (O,)
@@ -160,34 +168,38 @@ class ReadoutCache(NamedTuple):
 def pixel_readout_forward(y, t, G):
     """Temporal readout at every pixel (App. D.2.1, eqs. 62-63).
 
-    The last axis of ``y`` holds ``J`` coefficients for each of ``K`` outputs
-    (``K = 2 C``: the mean's and the variance's, per colour);
-    ``z[n, h, w, k] = sum_j y[n, h, w, k J + j] g_j(t_n)``.
+    The last axis of ``y`` holds ``J`` coefficients for each of ``M = 2 C`` outputs per
+    pixel, the mean's ``C`` colours first, then the variance's (the paper's ``y^mu`` and
+    ``y^Sigma``): output ``m = i C + c`` (``i = 0`` for ``z^mu``, 1 for ``z^Sigma``) reads
+    ``y[..., m J : (m + 1) J]``, and
+
+        z[n, h, w, m] = sum_j y[n, h, w, m J + j] g_j(t_n)      (eq. 62).
 
     Parameters
     ----------
-    y : ndarray of shape (N, H, W, K J)
+    y : ndarray of shape (N, H, W, M J)
     t : int ndarray of shape (N,), values ``1..T``
     G : ndarray of shape (T + 1, J), the basis (``nn.readout.bump_basis``, eq. 63)
 
     Returns
     -------
-    z : ndarray of shape (N, H, W, K)
+    z : ndarray of shape (N, H, W, M)
     cache : ReadoutCache
     """
     J = G.shape[1]
     if y.ndim != 4 or y.shape[3] % J or t.shape != y.shape[:1]:
         raise ValueError(f"pixel readout: y {tuple(y.shape)}, t {tuple(t.shape)}, G {tuple(G.shape)} do not "
-                         "fit; need y (N, H, W, K J), t (N,), G (T + 1, J)")
-    N, H, Wd, KJ = y.shape
+                         "fit; need y (N, H, W, M J), t (N,), G (T + 1, J)")
+    N, H, Wd, MJ = y.shape
+    M = MJ // J
     g = G[t]                                                          # g_j(t_n)        (N, J)
-    z = y.reshape(N, H * Wd * (KJ // J), J) @ g[:, :, None]           # eq. (62)        (N, H W K, 1)
-    return z.reshape(N, H, Wd, KJ // J), ReadoutCache(g)
+    z = y.reshape(N, H * Wd * M, J) @ g[:, :, None]                   # eq. (62), sum over j  (N, H W M, 1)
+    return z.reshape(N, H, Wd, M), ReadoutCache(g)
 
 
 def pixel_readout_backward(dz, cache):
-    """Gradient of the readout: ``dy[..., k J + j] = dz[..., k] g_j(t_n)``; returns ``dy``."""
+    """Gradient of the readout: ``dy[..., m J + j] = dz[..., m] g_j(t_n)``; returns ``dy`` (N, H, W, M J)."""
     g = cache.g
-    N, H, Wd, K = dz.shape
-    dy = dz[..., None] * g[:, None, None, None, :]                    # dz/dy_kj = g_j(t)  (N, H, W, K, J)
-    return dy.reshape(N, H, Wd, K * g.shape[1])
+    N, H, Wd, M = dz.shape
+    dy = dz[..., None] * g[:, None, None, None, :]                    # dz/dy_mj = g_j(t)  (N, H, W, M, J)
+    return dy.reshape(N, H, Wd, M * g.shape[1])

@@ -29,9 +29,7 @@ class ImageDiffusion(GaussianDiffusion):
     """:class:`GaussianDiffusion` whose network is the image network (``cfg.net`` an
     :class:`ImageNetConfig`); training, evaluation and sampling are the Gaussian model's."""
 
-    def __init__(self, cfg):
-        super().__init__(cfg)
-        self.net = ImageNetwork(cfg.net)
+    network_class = ImageNetwork
 
     @classmethod
     def from_config(cls, d):

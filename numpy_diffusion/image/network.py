@@ -147,12 +147,13 @@ def init_image_net(cfg, rng, dtype=numpy.float64):
 
 class ImageNetCache(NamedTuple):
     """The layers' caches, in forward order, and the image shape."""
-    convs: tuple       # MultiScaleCache per multi-scale layer
+    convs: tuple            # MultiScaleCache per multi-scale layer
     global_layers: tuple    # (LinearCache, ActCache) per layer of the dense pathway
-    denses: tuple      # (PointwiseCache, ActCache) per 1 x 1 tanh layer
-    coef: object       # PointwiseCache of the readout's coefficient map
-    readout: object    # ReadoutCache
-    shape: tuple       # (N, H, W, C)
+    global_channels: int    # channels per pixel it adds (0 without it)
+    denses: tuple           # (PointwiseCache, ActCache) per 1 x 1 tanh layer
+    coef: object            # PointwiseCache of the readout's coefficient map
+    readout: object         # ReadoutCache
+    shape: tuple            # (N, H, W, C)
 
 
 def image_net_forward(xt, t, params, cfg, G):
@@ -189,7 +190,8 @@ def image_net_forward(xt, t, params, cfg, G):
     y, c_coef = pointwise_forward(h, params["readout.W"], params["readout.b"])   # y_i, App. D.2.1  (N, H, W, 2 C J)
     z, c_read = pixel_readout_forward(y, t, G)                        # eq. (62)        (N, H, W, 2 C)
     z = z.reshape(N, s, s, 2, C).transpose(0, 3, 1, 2, 4).reshape(N, 2 * cfg.D)   # [z_mu, z_Sigma]  (N, 2 D)
-    return z, ImageNetCache(tuple(convs), global_layers, tuple(denses), c_coef, c_read, (N, s, s, C))
+    c_g = cfg.n_global_channels if cfg.n_layers_global else 0
+    return z, ImageNetCache(tuple(convs), global_layers, c_g, tuple(denses), c_coef, c_read, (N, s, s, C))
 
 
 def dense_pathway_forward(xt, params, n_layers):
@@ -219,7 +221,8 @@ def dense_pathway_backward(dg, caches, grads, *, need_dx=True):
 
 def image_net_backward(dz, cache, *, need_dx=True):
     """Gradients: returns ``(dx, dparams)``, ``dx`` (N, D) or ``None`` without ``need_dx``
-    (a fixed schedule needs no gradient through ``x_t``), ``dparams`` keyed like the parameters."""
+    (a fixed schedule needs no gradient through ``x_t``), ``dparams`` keyed and shaped like
+    the parameters (:func:`init_image_net`)."""
     N, s, _, C = cache.shape
     grads = {}
     dz = dz.reshape(N, 2, s, s, C).transpose(0, 2, 3, 1, 4).reshape(N, s, s, 2 * C)   # (N, H, W, 2 C)
@@ -233,7 +236,7 @@ def image_net_backward(dz, cache, *, need_dx=True):
             da, c_lin, need_dx=need_dx or l > 0 or bool(cache.convs or cache.global_layers))
     dx_global = None
     if cache.global_layers:                                           # split the joined channels
-        c_g = cache.global_layers[-1][1].value.shape[1] // (s * s)   # its last tanh: (N, H W c_g)
+        c_g = cache.global_channels
         dh, dg = dh[..., :-c_g], dh[..., -c_g:].reshape(N, -1)        # (N, H, W, c_local), (N, H W c_g)
         dx_global = dense_pathway_backward(dg, cache.global_layers, grads, need_dx=need_dx)   # (N, D) or None
     for l in reversed(range(len(cache.convs))):
@@ -278,11 +281,15 @@ class ImageNetwork:
         return self._G[key]
 
     def forward(self, xt, t, params):
+        """:func:`image_net_forward` in the parameters' dtype: ``x_t`` (N, D), ``t`` (N,) ->
+        ``z`` (N, 2 D) and the cache."""
         W = params["readout.W"]
         xp = array_module(W)
         return image_net_forward(xt.astype(W.dtype, copy=False), t, params, self.cfg, self.basis(xp, W.dtype))
 
     def backward(self, dz, cache, *, need_dxt=True):
+        """:func:`image_net_backward`: ``dz`` (N, 2 D) -> ``dx_t`` (N, D) or ``None``, and the
+        parameter gradients."""
         dz = dz.astype(cache.coef.W.dtype, copy=False)
         return image_net_backward(dz, cache, need_dx=need_dxt)
 

@@ -41,9 +41,9 @@ def gaussian_inpaint(mean, chol, y, mask, rng, n=1):
     x : (B, n, D) with ``x[..., mask] = y[:, None, mask]``; cond_mean : (B, D).
     """
     S, h, o = chol @ chol.T, ~mask, mask
-    gain = numpy.linalg.solve(S[numpy.ix_(o, o)], S[numpy.ix_(o, h)]).T      # S_ho S_oo^-1   (H, O)
+    gain = numpy.linalg.solve(S[numpy.ix_(o, o)], S[numpy.ix_(o, h)]).T      # S_ho S_oo^-1   (n_h, n_o)
     cond_mean = numpy.array(y, dtype=numpy.float64)
-    cond_mean[:, h] = mean[h] + (y[:, o] - mean[o]) @ gain.T                  # (B, H)
+    cond_mean[:, h] = mean[h] + (y[:, o] - mean[o]) @ gain.T                  # (B, n_h)
     cov = S[numpy.ix_(h, h)] - gain @ S[numpy.ix_(o, h)]                      # Schur complement
     L = numpy.linalg.cholesky(cov + 1e-12 * numpy.eye(cov.shape[0]))
     x = numpy.repeat(cond_mean[:, None, :], n, axis=1)

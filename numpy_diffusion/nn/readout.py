@@ -25,7 +25,8 @@ def bump_basis(T, J, width=None, dtype=numpy.float64, spacing="linear"):
     """Gaussian bumps over ``t = 1..T``, normalized over ``j`` (eq. 63).
 
     ``spacing='linear'`` (the paper's): centres ``tau_j`` evenly spaced on
-    ``[1, T]``, bumps Gaussian in ``t``.  ``spacing='log'``: the same formula in
+    ``[1, T]``, both ends included (the paper says only ``tau_j in (0, T)``), bumps
+    Gaussian in ``t`` with ``w`` the spacing of the centres.  ``spacing='log'``: the same formula in
     ``s = log t``, centres evenly spaced on ``[0, log T]``; as many bumps cover
     ``t = 1..10`` as ``t = 100..1000``.
 
