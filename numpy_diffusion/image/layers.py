@@ -4,6 +4,7 @@
   image to scales 1, 1/2, 1/4, ...; convolve at each scale; upsample each to
   full resolution and sum; soft ReLU ``log(1 + e^a)``;
 - :func:`pointwise_forward`: a 1 x 1 convolution, the same dense map at every pixel;
+- :func:`dense_pathway_forward`: dense layers on the whole image vector (Fig. D.1);
 - :func:`tanh_forward`, :func:`softrelu_forward`: the two nonlinearities;
 - :func:`pixel_readout_forward`: the temporal readout of eqs. (62)-(63) at every pixel.
 
@@ -12,7 +13,7 @@ Images are ``(N, H, W, C)``, channels last (see :mod:`.conv`).
 from typing import NamedTuple
 
 from ..backend import array_module
-from ..nn.layers import softplus
+from ..nn.layers import linear_backward, linear_forward, softplus
 from .conv import conv_backward, conv_forward, mean_pool_backward, mean_pool_forward
 from .conv import upsample_backward, upsample_forward
 
@@ -158,6 +159,32 @@ def pointwise_backward(dout, cache, *, need_dx=True):
     db = dout.sum(axis=(0, 1, 2))                                     # d(b)/db = 1      (O,)
     dx = dout @ W.T if need_dx else None                              # d(xW)/dx = W     (N, H, W, C)
     return dx, dW, db
+
+
+def dense_pathway_forward(xt, params, n_layers):
+    """The dense pathway: ``n_layers + 1`` layers of ``tanh(g W + b)`` on the whole image
+    vector (App. D.2.1, "Dense Layers"), ``global0`` first.
+
+    Returns ``g`` (N, H W c_g), the channels it adds at each pixel, row-major over
+    ``(H, W, c_g)``, and the layers' caches, ``(LinearCache, ActCache)`` each.
+    """
+    g, caches = xt, []                                                # the whole image vector  (N, D)
+    for l in range(n_layers + 1):
+        a, c_lin = linear_forward(g, params[f"global{l}.W"], params[f"global{l}.b"])
+        g, c_act = tanh_forward(a)                                    # (N, n_hidden_global), last (N, H W c_g)
+        caches.append((c_lin, c_act))
+    return g, tuple(caches)
+
+
+def dense_pathway_backward(dg, caches, *, need_dx=True):
+    """Gradients of :func:`dense_pathway_forward`: returns ``(dx, grads)``, ``dx`` (N, D) or
+    ``None`` without ``need_dx``, ``grads`` keyed ``global{l}.W`` and ``global{l}.b``."""
+    grads = {}
+    for l in reversed(range(len(caches))):
+        c_lin, c_act = caches[l]
+        da = tanh_backward(dg, c_act)                                 # (N, width of layer l)
+        dg, grads[f"global{l}.W"], grads[f"global{l}.b"] = linear_backward(da, c_lin, need_dx=need_dx or l > 0)
+    return dg, grads
 
 
 class ReadoutCache(NamedTuple):

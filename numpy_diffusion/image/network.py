@@ -35,11 +35,11 @@ from typing import NamedTuple
 import numpy
 
 from ..backend import array_module
-from ..nn.layers import linear_backward, linear_forward
 from ..nn.readout import SPACINGS, bump_basis
 from ..validation import check_choice, check_positive_int
-from .layers import multiscale_backward, multiscale_forward, pixel_readout_backward, pixel_readout_forward
-from .layers import pointwise_backward, pointwise_forward, tanh_backward, tanh_forward
+from .layers import dense_pathway_backward, dense_pathway_forward, multiscale_backward, multiscale_forward
+from .layers import pixel_readout_backward, pixel_readout_forward, pointwise_backward, pointwise_forward
+from .layers import tanh_backward, tanh_forward
 
 
 @dataclass
@@ -194,31 +194,6 @@ def image_net_forward(xt, t, params, cfg, G):
     return z, ImageNetCache(tuple(convs), global_layers, c_g, tuple(denses), c_coef, c_read, (N, s, s, C))
 
 
-def dense_pathway_forward(xt, params, n_layers):
-    """The dense pathway: ``n_layers + 1`` layers of ``tanh(g W + b)`` on the whole image
-    vector (App. D.2.1, "Dense Layers"), ``global0`` first.
-
-    Returns ``g`` (N, H W c_g), the channels it adds at each pixel, row-major over
-    ``(H, W, c_g)``, and the layers' caches, ``(LinearCache, ActCache)`` each.
-    """
-    g, caches = xt, []                                                # the whole image vector  (N, D)
-    for l in range(n_layers + 1):
-        a, c_lin = linear_forward(g, params[f"global{l}.W"], params[f"global{l}.b"])
-        g, c_act = tanh_forward(a)                                    # (N, n_hidden_global), last (N, H W c_g)
-        caches.append((c_lin, c_act))
-    return g, tuple(caches)
-
-
-def dense_pathway_backward(dg, caches, grads, *, need_dx=True):
-    """Gradients of :func:`dense_pathway_forward`, written into ``grads``; returns ``dx``
-    (N, D), or ``None`` without ``need_dx``."""
-    for l in reversed(range(len(caches))):
-        c_lin, c_act = caches[l]
-        da = tanh_backward(dg, c_act)                                 # (N, width of layer l)
-        dg, grads[f"global{l}.W"], grads[f"global{l}.b"] = linear_backward(da, c_lin, need_dx=need_dx or l > 0)
-    return dg
-
-
 def image_net_backward(dz, cache, *, need_dx=True):
     """Gradients: returns ``(dx, dparams)``, ``dx`` (N, D) or ``None`` without ``need_dx``
     (a fixed schedule needs no gradient through ``x_t``), ``dparams`` keyed and shaped like
@@ -238,7 +213,8 @@ def image_net_backward(dz, cache, *, need_dx=True):
     if cache.global_layers:                                           # split the joined channels
         c_g = cache.global_channels
         dh, dg = dh[..., :-c_g], dh[..., -c_g:].reshape(N, -1)        # (N, H, W, c_local), (N, H W c_g)
-        dx_global = dense_pathway_backward(dg, cache.global_layers, grads, need_dx=need_dx)   # (N, D) or None
+        dx_global, global_grads = dense_pathway_backward(dg, cache.global_layers, need_dx=need_dx)   # (N, D)
+        grads.update(global_grads)
     for l in reversed(range(len(cache.convs))):
         dh, grads[f"conv{l}.W"], grads[f"conv{l}.b"] = multiscale_backward(
             dh, cache.convs[l], need_dx=need_dx or l > 0)
