@@ -167,8 +167,7 @@ def image_gemm_flops_per_example(cfg):
     P = sum((net.size >> s) ** 2 for s in range(net.n_scales))
     conv_in = ([C] + [net.n_hidden_conv] * net.n_layers_conv)[:net.n_layers_conv]
     convs = [P * k2 * c_in * net.n_hidden_conv for c_in in conv_in]
-    whole = ([net.D] + [net.n_hidden_global] * net.n_layers_global + [HW * net.n_global_channels]
-             if net.n_layers_global else [])
+    whole = net.global_widths
     whole_image = [c_in * c_out for c_in, c_out in zip(whole, whole[1:])]   # the dense pathway
     widths = [net.pixel_features] + [net.n_hidden_dense] * net.n_layers_dense
     pointwise = [HW * c_in * c_out for c_in, c_out in zip(widths, widths[1:] + [2 * C * J])]

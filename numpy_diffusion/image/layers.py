@@ -114,15 +114,15 @@ def multiscale_backward(dout, cache, *, need_dx=True):
     dys = [softrelu_backward(dout, cache.act)]                        # d out/d a = sigmoid(a)
     for s in range(S - 1):
         dys.append(upsample_backward(dys[-1], cache.ups[s]))          # d a/d y_{s+1}: block sums
-    dW, dx = [None] * S, None
+    dW, db, dx = [None] * S, [None] * S, None
     for s in reversed(range(S)):
         # a coarser scale's dx always flows on to the finer one; only x_0's may be skipped
-        dxs, dW[s], _ = conv_backward(dys[s], cache.convs[s], need_dx=need_dx or s > 0)
+        dxs, dW[s], db[s] = conv_backward(dys[s], cache.convs[s], need_dx=need_dx or s > 0)
         if dx is not None and dxs is not None:
             dxs = dxs + mean_pool_backward(dx, cache.pools[s])       # d x_{s+1}/d x_s = P
         dx = dxs
-    db = dys[0].sum(axis=(0, 1, 2))                                   # d a/d b = 1 (entered at scale 0)  (O,)
-    return dx, array_module(dys[0]).stack(dW), db                     # dW (S, k, k, C, O)
+    return dx, array_module(dys[0]).stack(dW), db[0]                  # b entered at scale 0: d a/d b = 1
+
 
 
 class PointwiseCache(NamedTuple):

@@ -33,8 +33,7 @@ class ImageDiffusion(GaussianDiffusion):
 
     @classmethod
     def from_config(cls, d):
-        net = {k: v for k, v in d["net"].items() if k != "kind"}
-        return cls(ModelConfig.from_dict(d, net=ImageNetConfig(**net)))
+        return cls(ModelConfig.from_dict(d, net=ImageNetConfig.from_dict(d["net"])))
 
 
 def image_model(net, *, beta_1=1e-3, param="paper", learn_beta=False, t_sampling="uniform"):

@@ -108,8 +108,21 @@ class ImageNetConfig:
         local = self.n_hidden_conv if self.n_layers_conv else self.channels
         return local + (self.n_global_channels if self.n_layers_global else 0)
 
+    @property
+    def global_widths(self):
+        """The dense pathway's layer widths, ``[D, n_hidden_global, ..., H W n_global_channels]``
+        (``n_layers_global + 2`` of them), or ``[]`` without it."""
+        if not self.n_layers_global:
+            return []
+        return [self.D] + [self.n_hidden_global] * self.n_layers_global + [self.size ** 2 * self.n_global_channels]
+
     def to_dict(self):
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d):
+        """The configuration of a :meth:`to_dict` dict, or of a network's ``config()`` (its ``kind`` dropped)."""
+        return cls(**{k: v for k, v in d.items() if k != "kind"})
 
 
 def init_image_net(cfg, rng, dtype=numpy.float64):
@@ -131,10 +144,9 @@ def init_image_net(cfg, rng, dtype=numpy.float64):
         params[f"conv{l}.W"] = (std * rng.standard_normal((S, k, k, c_in, cfg.n_hidden_conv))).astype(dtype)
         params[f"conv{l}.b"] = numpy.zeros(cfg.n_hidden_conv, dtype=dtype)
         c_in = cfg.n_hidden_conv
-    if cfg.n_layers_global:
-        widths = [cfg.D] + [cfg.n_hidden_global] * cfg.n_layers_global + [cfg.size ** 2 * cfg.n_global_channels]
-        for l, (n_in, n_out) in enumerate(zip(widths, widths[1:])):
-            glorot(f"global{l}", n_in, n_out)
+    widths = cfg.global_widths
+    for l, (n_in, n_out) in enumerate(zip(widths, widths[1:])):
+        glorot(f"global{l}", n_in, n_out)
     c_in = cfg.pixel_features
     for l in range(cfg.n_layers_dense):
         glorot(f"dense{l}", c_in, cfg.n_hidden_dense)
@@ -274,4 +286,4 @@ class ImageNetwork:
 
     @classmethod
     def from_config(cls, d):
-        return cls(ImageNetConfig(**{k: v for k, v in d.items() if k != "kind"}))
+        return cls(ImageNetConfig.from_dict(d))
