@@ -39,7 +39,7 @@ def layer_sizes(draw, min_layers=1, max_layers=3):
     return tuple(draw(width) for _ in range(n + 1))
 
 
-parameterizations = st.sampled_from(["paper", "reference", "bounded"])
+parameterizations = st.sampled_from(["paper", "reference", "bounded", "eps"])
 
 
 def fixed_schedules(max_T=40):

@@ -124,17 +124,21 @@ def sigma_points(T, D):
 def test_forward_kernel_as_reverse_kernel_gives_L_null(cfg, D, param):
     """Data ~ N(0, I), reverse kernel = forward kernel: K = L_null exactly in expectation.
 
-    'reference' with z = 0 and 'bounded' with z_S = 40 (sigmoid(40) = 1 in float64, so
-    Sigma = beta_t) are exact.  'paper' with z = 0 has mean (1 - beta_t) x_t instead of
+    'reference' with z = 0, 'bounded' with z_S = 40 (sigmoid(40) = 1 in float64, so
+    Sigma = beta_t) and 'eps' with z_S = 40 and z_mu = sqrt(1 - alpha_bar_t) x_t (the best
+    noise estimate for N(0, I) data, which makes the mean sqrt(alpha_t) x_t) are exact.  'paper' with z = 0 has mean (1 - beta_t) x_t instead of
     sqrt(alpha_t) x_t, which adds (sqrt(alpha_t) - alpha_t)^2 E[x_t^2] / (2 beta_t) nats per
     dimension and step (E[x_t^2] = 1): we compare with L_null minus that closed-form gap.
     """
     T, tab = cfg.T, tables_of(cfg)
     x0, t, eps = sigma_points(T, D)
     z = np.zeros((t.size, 2 * D))
-    z[:, D:] = 40.0 if param == "bounded" else 0.0
+    z[:, D:] = 40.0 if param in ("bounded", "eps") else 0.0
+    xt = q_sample(x0, t, eps, tab)
+    if param == "eps":
+        z[:, :D] = tab["sqrt_one_minus_alpha_bar"][t][:, None] * xt
     weights = np.full(t.size, T - 1.0)                               # uniform t: weight T - 1
-    loss, _ = bound_forward(z, x0, q_sample(x0, t, eps, tab), t, weights, tab, param=param)
+    loss, _ = bound_forward(z, x0, xt, t, weights, tab, param=param)
     L_null = -0.5 * D * (math.log(2 * math.pi) + 1)                  # E log N(x0; 0, I)
     b = tab["beta"][2:]
     gap = D * np.sum((np.sqrt(1 - b) - (1 - b)) ** 2 / (2 * b)) if param == "paper" else 0.0

@@ -100,3 +100,31 @@ def test_flat_neighbour_fraction_counts_pairs_within_the_tolerance():
     assert dl.flat_neighbour_fraction(grey([[100, 108.1, 100, 108.1]]), 2) == 0.5
     noise = np.random.default_rng(0).normal(size=(400, 256)) * 16 / dl.SCALE
     assert abs(dl.flat_neighbour_fraction(noise, 16) - math.erf(0.25)) < 0.005
+
+
+@pytest.mark.parametrize("beta_1", [1e-3, 1e-4, 1e-5, 1e-6])
+def test_first_step_ceiling_bounds_eq14(beta_1):
+    """The ceiling is eq. (14)'s entropy terms with every KL at zero, per pixel: no network beats it."""
+    from numpy_diffusion.gaussian.bound import entropy_sum, entropy_terms
+    from numpy_diffusion.gaussian.schedule import ScheduleConfig, schedule_forward
+    from numpy_diffusion.gaussian.tables import tables_forward
+    for baseline in ("linear", "reference"):
+        beta = schedule_forward(ScheduleConfig(T=1000, beta_1=beta_1, baseline=baseline, beta_T=0.02))[0]
+        best = entropy_sum(entropy_terms(tables_forward(beta)[0], 1)) / math.log(2)   # KL terms all zero
+        assert best <= dl.first_step_ceiling_bits(beta_1)
+        assert best == pytest.approx(dl.first_step_ceiling_bits(beta_1), abs=1e-3)  # H_q(X_T) ~ H_p(X_T)
+    assert dl.first_step_ceiling_bits(beta_1 / 10) - dl.first_step_ceiling_bits(beta_1) == pytest.approx(
+        0.5 * math.log2(10))
+
+
+def test_data_ceiling_and_the_beta_1_where_they_meet():
+    """Minus the entropy of a grey level's bin (uniform, width 1/SCALE) in bits, measured by Monte
+    Carlo on dequantized pixels: -E log2 p(x | q) = log2(1 / SCALE)."""
+    q = np.full((1, 4000), 77, dtype=np.uint8)
+    x = dl.dequantize(q, np.random.default_rng(0))
+    lo = (77 - dl.SHIFT) / dl.SCALE
+    assert np.all((x >= lo) & (x < lo + 1 / dl.SCALE))                       # one bin, width 1 / SCALE
+    assert dl.data_ceiling_bits() == pytest.approx(math.log2(dl.SCALE))
+    b = dl.beta_1_at_ceiling()
+    assert dl.first_step_ceiling_bits(b) == pytest.approx(dl.data_ceiling_bits(), rel=1e-12)
+    assert dl.first_step_ceiling_bits(2 * b) < dl.data_ceiling_bits() < dl.first_step_ceiling_bits(b / 2)

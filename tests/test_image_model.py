@@ -47,7 +47,7 @@ def test_t_minus_one_strata_are_every_step_even_at_large_T():
     assert strata(1000, 30).size - 1 == 29                           # rounding merges two early ones
 
 
-@given(seed=seeds, param=st.sampled_from(["paper", "reference", "bounded"]), learn=st.booleans())
+@given(seed=seeds, param=st.sampled_from(["paper", "reference", "bounded", "eps"]), learn=st.booleans())
 def test_loss_gradient_end_to_end(seed, param, learn):
     """The whole model, bound and network and (learned) schedule, along random directions."""
     model, rng = small_model(param, learn), rng_from(seed)

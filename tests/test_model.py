@@ -33,7 +33,7 @@ def perturbed_params(model, rng, scale=0.3):
 
 
 @pytest.mark.parametrize("net", ["mlp", "rbf"])
-@pytest.mark.parametrize("param", ["paper", "reference", "bounded"])
+@pytest.mark.parametrize("param", ["paper", "reference", "bounded", "eps"])
 @settings(max_examples=4, deadline=None)
 @given(seed=seeds, learn=st.booleans(), form=st.sampled_from(["bumps", "decrements"]))
 def test_end_to_end_gradient_matches_finite_differences(seed, net, param, learn, form):
@@ -228,3 +228,58 @@ def test_default_path_gradients_with_fixed_fourier_frequencies(learn):
             err = check_gradient(lambda _: model.loss_and_grads(p, x0, t, eps, w)[0], p[name], grads[name],
                                  delta=1e-4)
             assert err < 1e-4, name
+
+
+# ---- the training objective: the bound, or DDPM's simplified loss -----------------------------
+
+def simple_model(T=12, t_sampling="uniform", objective="simple"):
+    sched = ScheduleConfig(T=T, baseline="linear", beta_1=1e-5, beta_T=0.02)
+    return GaussianDiffusion(ModelConfig(net=NetConfig(D=3, T=T, hidden=(4,), fourier=0), schedule=sched,
+                                         param="eps", t_sampling=t_sampling, objective=objective))
+
+
+def test_simple_objective_is_ddpm_noise_regression():
+    """With the 'eps' mean and Sigma_t = beta_t (z_Sigma = 40: sigmoid(40) = 1), the simplified
+    objective differs between two noise estimates by exactly mean_n |eps - eps_theta|^2 (Ho et al.
+    2020, eq. 14): its weights undo DDPM's w_t of each KL term."""
+    from numpy_diffusion.gaussian.bound import bound_forward
+    from numpy_diffusion.gaussian.forward import q_sample_forward
+    model, rng = simple_model(), np.random.default_rng(3)
+    x0 = rng.standard_normal((50, 3))
+    t, eps, w = model.draw(rng, 50)
+    tab = model.tables(model.init_params(rng))
+    xt = q_sample_forward(x0, t, eps, tab)[0]
+
+    def loss(eps_theta):
+        z = np.c_[eps_theta, np.full_like(eps_theta, 40.0)]
+        return float(bound_forward(z, x0, xt, t, w, tab, param="eps")[0])
+    a, b = rng.standard_normal(eps.shape), rng.standard_normal(eps.shape)
+    ddpm = ((eps - a) ** 2).sum(axis=1).mean() - ((eps - b) ** 2).sum(axis=1).mean()
+    assert loss(a) - loss(b) == pytest.approx(ddpm, rel=1e-10)
+
+
+def test_objective_weights_and_draw():
+    """The bound weighs every KL term 1; 'simple' by 1 / ((T - 1) w_t); draw gives lambda_t / P(t)
+    for either way of drawing t, with the same random stream as the bound's."""
+    bound, simple = simple_model(objective="bound"), simple_model()
+    assert np.array_equal(bound.objective_weights()[2:], np.ones(11))
+    tab = bound.tables(bound.init_params(np.random.default_rng(0)))
+    w = tab["beta"][2:] / (2 * tab["alpha"][2:] * tab["one_minus_alpha_bar"][2:])   # DDPM's eq. (12), Sigma = beta
+    assert np.allclose(simple.objective_weights()[2:], 1 / (11 * w), rtol=1e-12)
+    for t_sampling in ("uniform", "log-uniform"):
+        b, s = (simple_model(t_sampling=t_sampling, objective=o) for o in ("bound", "simple"))
+        tb, eb, wb = b.draw(np.random.default_rng(5), 9)
+        ts, es, ws = s.draw(np.random.default_rng(5), 9)
+        assert np.array_equal(tb, ts) and np.array_equal(eb, es)
+        assert np.allclose(ws, wb * s.objective_weights()[ts], rtol=1e-14)
+
+
+def test_simple_objective_configuration():
+    with pytest.raises(ValueError, match="unknown objective 'ddpm'"):
+        simple_model(objective="ddpm")
+    with pytest.raises(ValueError, match="objective 'simple' .* needs a fixed schedule"):
+        ModelConfig(net=NetConfig(D=2, T=6), schedule=ScheduleConfig(T=6, learn=True), objective="simple")
+    cfg = simple_model().cfg
+    assert ModelConfig.from_dict(cfg.to_dict()).objective == "simple"
+    old = {k: v for k, v in cfg.to_dict().items() if k != "objective"}   # a checkpoint from before the option
+    assert ModelConfig.from_dict(old).objective == "bound"

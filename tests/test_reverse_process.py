@@ -1,4 +1,4 @@
-"""The reverse kernel's three parameterizations (eqs. 64-65, the reference code, §2.6) and sampling."""
+"""The reverse kernel's four parameterizations (eqs. 64-65, the reference code, §2.6, DDPM's eps) and sampling."""
 import numpy as np
 import pytest
 from hypothesis import given
@@ -36,8 +36,11 @@ def test_zero_outputs_reproduce_the_forward_kernel(cfg, seed):
     _, _, tab, _, xt, t = setup(cfg, seed)
     b = tab["beta"][t][:, None]
     zero, bounded_z = np.zeros((5, 4)), np.c_[np.zeros((5, 2)), np.full((5, 2), 40.0)]
+    # eps: the noise estimate sqrt(1 - alpha_bar_t) x_t (exact for N(0, I) data) gives the forward mean
+    eps_z = np.c_[tab["sqrt_one_minus_alpha_bar"][t][:, None] * xt, np.full((5, 2), 40.0)]
     for param, z, mean in [("reference", zero, np.sqrt(1 - b) * xt),
                            ("bounded", bounded_z, np.sqrt(1 - b) * xt),   # sigmoid(40) = 1: Sigma = beta_t
+                           ("eps", eps_z, np.sqrt(1 - b) * xt),
                            ("paper", zero, (1 - b) * xt)]:                # eq. (65) at z = 0
         mu_p, logvar_p, _ = p_mean_logvar(z, xt, t, tab, param)
         assert np.allclose(mu_p, mean, rtol=1e-14, atol=1e-15)
@@ -76,7 +79,7 @@ def test_backward_matches_finite_differences(cfg, seed, param):
 def test_bad_parameterization_and_shapes_raise_clear_errors():
     cfg = ScheduleConfig(T=5)
     _, _, tab, z, xt, t = setup(cfg, 0)
-    with pytest.raises(ValueError, match="unknown parameterization 'ddpm'; allowed: paper, reference, bounded"):
+    with pytest.raises(ValueError, match="unknown parameterization 'ddpm'; allowed: paper, reference, bounded, eps"):
         p_mean_logvar(z, xt, t, tab, "ddpm")
     with pytest.raises(ValueError, match=r"z must have shape \(5, 4\)"):
         p_mean_logvar(z[:, :3], xt, t, tab, "paper")
@@ -119,3 +122,22 @@ def test_forward_kernel_as_reverse_kernel_keeps_samples_standard_normal():
     x = p_sample_loop(zero_net(D), n, D, tab, np.random.default_rng(2), param="reference")
     # n = 20000: stderr of the mean 0.007 and of the variance 0.01; 5 standard errors
     assert np.all(np.abs(x.mean(0)) < 0.035) and np.all(np.abs(x.var(0) - 1) < 0.05)
+
+
+@given(cfg=schedules, seed=seeds)
+def test_eps_mean_is_the_posterior_mean_at_the_true_noise(cfg, seed):
+    """DDPM's eq. (11): predicting the very noise that made x_t gives the posterior mean mu_q
+    (``x_0`` recovered exactly), and the mean gap is ``beta_t / (sqrt(alpha_t) sqrt(1 - alpha_bar_t))``
+    times the noise error."""
+    from numpy_diffusion.gaussian.forward import q_posterior_forward, q_sample_forward
+    rng, _, tab, z, x0, t = setup(cfg, seed)
+    eps = rng.normal(size=x0.shape)
+    xt = q_sample_forward(x0, t, eps, tab)[0]
+    mu_q = q_posterior_forward(x0, xt, t, tab)[0][0]
+    mu_p = p_mean_logvar(np.c_[eps, z[:, 2:]], xt, t, tab, "eps")[0]
+    scale = np.abs(xt).max() / tab["sqrt_alpha"][t].min()                  # size of the terms
+    assert np.allclose(mu_p, mu_q, rtol=0, atol=1e-12 * scale)
+    err = z[:, :2]                                                          # a wrong noise estimate
+    mu_wrong = p_mean_logvar(np.c_[eps + err, z[:, 2:]], xt, t, tab, "eps")[0]
+    c = (tab["beta"][t] / (tab["sqrt_alpha"][t] * tab["sqrt_one_minus_alpha_bar"][t]))[:, None]
+    assert np.allclose(mu_q - mu_wrong, c * err, rtol=1e-9, atol=1e-12 * scale)

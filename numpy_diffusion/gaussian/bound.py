@@ -135,7 +135,7 @@ def bound_forward(z, x0, xt, t, weights, tables, *, param):
     t : int ndarray of shape (N,), values in ``2..T``
     weights : float64 ndarray of shape (N,)
     tables : dict from :func:`numpy_diffusion.gaussian.tables.tables_forward`
-    param : ``'paper'``, ``'reference'`` or ``'bounded'`` (:mod:`reverse`)
+    param : one of :data:`reverse.PARAMS` (``'paper'``, ``'reference'``, ``'bounded'``, ``'eps'``)
 
     Returns
     -------
@@ -180,7 +180,7 @@ def bound_all_t(predict, x0, tables, rng, *, param, n_eps=1, chunk=8192):
     x0 : float64 ndarray of shape (N, D)
     tables : dict from :func:`numpy_diffusion.gaussian.tables.tables_forward`
     rng : numpy.random.Generator; one ``standard_normal`` draw per chunk and ``eps`` round.
-    param : ``'paper'``, ``'reference'`` or ``'bounded'`` (:mod:`reverse`)
+    param : one of :data:`reverse.PARAMS` (``'paper'``, ``'reference'``, ``'bounded'``, ``'eps'``)
     n_eps : int, number of noise draws per example and time step.
     chunk : int, rows per network call (examples x time steps); bounds the memory.
 

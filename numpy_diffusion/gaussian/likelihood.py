@@ -45,7 +45,7 @@ def log_weights(predict, x0, tables, param, rng):
     predict : callable ``(xt (N, D) float64, t (N,) int) -> z (N, 2 D)``, the network.
     x0 : float64 ndarray of shape (N, D)
     tables : dict from :func:`numpy_diffusion.gaussian.tables.tables_forward`
-    param : ``'paper'``, ``'reference'`` or ``'bounded'`` (:mod:`reverse`)
+    param : one of :data:`reverse.PARAMS` (``'paper'``, ``'reference'``, ``'bounded'``, ``'eps'``)
     rng : numpy.random.Generator; one ``standard_normal((N, D))`` per step ``t = 1..T``,
         in that order, moved to the backend of ``x0``.
 
@@ -92,7 +92,7 @@ def trajectory_log_weights(model, params, x0, rng, k, chunk=8192):
     chunk : int, trajectories per network call; bounds the memory.
     """
     k, chunk = check_positive_int("k", k), check_positive_int("chunk", chunk)
-    xp = array_module(params["readout.W"])
+    xp = model.backend(params)[0]
     check_array("x0", x0, shape=(None, model.D))
     x0 = to_device(x0, xp).astype(xp.float64, copy=False)
     predict, tables = model.predict(params), model.tables(params)

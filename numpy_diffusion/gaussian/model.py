@@ -32,15 +32,20 @@ from .tables import add_grads, tables_backward, tables_forward
 
 
 T_SAMPLINGS = ("uniform", "log-uniform")
+OBJECTIVES = ("bound", "simple")
 
 
 @dataclass
 class ModelConfig:
     """Network, schedule and reverse-kernel parameterization (``'paper'``, ``'reference'``,
-    ``'bounded'``; see :mod:`reverse`).  The schedule defaults to ``T = net.T``.
+    ``'bounded'``, ``'eps'``; see :mod:`reverse`).  The schedule defaults to ``T = net.T``.
 
     ``t_sampling`` is how a training minibatch draws its steps (:meth:`GaussianDiffusion.draw`):
     ``'uniform'`` on ``2..T``, or ``'log-uniform'``, ``P(t) ∝ 1 / t``.
+
+    ``objective`` is what training minimizes: ``'bound'``, ``-K`` of eq. (14); or ``'simple'``,
+    DDPM's simplified loss (Ho et al. 2020, eq. 14), the bound's KL terms reweighted
+    (:meth:`GaussianDiffusion.objective_weights`).  Evaluation always reports the bound.
 
     The field defaults are a plain starting point, not the model the swiss-roll demo
     trains: that one is :func:`swiss_roll_model`.
@@ -49,6 +54,7 @@ class ModelConfig:
     schedule: ScheduleConfig = None
     param: str = "bounded"
     t_sampling: str = "uniform"
+    objective: str = "bound"
 
     def __post_init__(self):
         if isinstance(self.net, dict):
@@ -62,17 +68,22 @@ class ModelConfig:
                              "they must be equal")
         check_choice("parameterization", self.param, PARAMS)
         check_choice("t_sampling", self.t_sampling, T_SAMPLINGS)
+        check_choice("objective", self.objective, OBJECTIVES)
+        if self.objective == "simple" and self.schedule.learn:
+            raise ValueError("objective 'simple' reweights the bound's terms by fixed weights of beta; "
+                             "it needs a fixed schedule (learn=False)")
 
     def to_dict(self):
         return {"net": self.net.to_dict(), "schedule": self.schedule.to_dict(), "param": self.param,
-                "t_sampling": self.t_sampling}
+                "t_sampling": self.t_sampling, "objective": self.objective}
 
     @classmethod
     def from_dict(cls, d, net=None):
-        """The configuration of a :meth:`to_dict` dict (one without ``t_sampling`` trained uniform);
-        ``net``, if given, is the network's configuration object, for networks other than :class:`NetConfig`."""
+        """The configuration of a :meth:`to_dict` dict (one without ``t_sampling`` trained uniform, one
+        without ``objective`` on the bound); ``net``, if given, is the network's configuration object,
+        for networks other than :class:`NetConfig`."""
         return cls(net=dict(d["net"]) if net is None else net, schedule=dict(d["schedule"]), param=d["param"],
-                   t_sampling=d.get("t_sampling", "uniform"))
+                   t_sampling=d.get("t_sampling", "uniform"), objective=d.get("objective", "bound"))
 
 
 class Schedule(NamedTuple):
@@ -85,7 +96,7 @@ class GaussianDiffusion:
     """The model: its configuration, network and fixed tables; it holds no parameters.
 
     ``params`` is any mapping name -> array (e.g. a :class:`ParamVector`'s views);
-    the backend and the network's dtype are those of ``params["readout.W"]``.
+    the backend and the network's dtype are those of the parameters (:meth:`backend`).
     """
 
     network_class = Network                                               # what cfg.net configures
@@ -95,6 +106,7 @@ class GaussianDiffusion:
         self.D, self.T = cfg.net.D, cfg.net.T
         self.net = self.network_class(cfg.net)
         self._fixed = {}                                                  # fixed-schedule tables by backend
+        self._lambda = None                                               # objective_weights(), made once
 
     def init_params(self, rng, dtype=numpy.float64):
         """Initial parameters (host arrays): the network's (its readout starts at zero, so
@@ -113,14 +125,16 @@ class GaussianDiffusion:
         """The model of a :meth:`config` dict."""
         return cls(ModelConfig.from_dict(d))
 
-    def _backend(self, params):
-        W = params["readout.W"]
+    def backend(self, params):
+        """``(xp, dtype)``: the array module and the network's dtype, those of the parameters
+        (every array of a parameter set shares them)."""
+        W = params[next(iter(params.keys()))]
         return array_module(W), W.dtype
 
     def schedule(self, params):
         """The :class:`Schedule` at these parameters: ``beta`` from :mod:`schedule`, then its
         tables (a fixed schedule's are built once per backend)."""
-        xp, _ = self._backend(params)
+        xp, _ = self.backend(params)
         if self.cfg.schedule.learn:
             beta, schedule_cache = schedule_forward(self.cfg.schedule, params["schedule.w"])
             return Schedule(*tables_forward(beta, xp=xp), schedule_cache)
@@ -135,7 +149,7 @@ class GaussianDiffusion:
 
     def predict(self, params):
         """The network as ``(xt float64 (N, D), t (N,)) -> z (N, 2 D)``."""
-        _, dtype = self._backend(params)
+        _, dtype = self.backend(params)
         return lambda xt, t: self.net.forward(xt.astype(dtype, copy=False), t, params)[0]
 
     def _check_x0(self, x0, xp, name="x0"):
@@ -145,7 +159,7 @@ class GaussianDiffusion:
         return to_device(x0, xp).astype(xp.float64, copy=False)
 
     def _check_batch(self, params, x0, t, eps, weights):
-        xp, _ = self._backend(params)
+        xp, _ = self.backend(params)
         x0 = self._check_x0(x0, xp)
         N = x0.shape[0]
         check_array("eps", eps, shape=x0.shape)
@@ -155,7 +169,8 @@ class GaussianDiffusion:
             to_device(weights, xp).astype(xp.float64, copy=False)
 
     def loss_and_grads(self, params, x0, t, eps, weights):
-        """Loss ``-mean(K_hat)`` (nats per data point, a float) and its gradient, grads keyed like params.
+        """The training objective (:meth:`objective_weights`; for the bound ``-mean(K_hat)``, nats per
+        data point, a float) and its gradient, grads keyed like params.
 
         Parameters
         ----------
@@ -163,10 +178,12 @@ class GaussianDiffusion:
         x0 : ndarray of shape (N, D), data
         t : int ndarray of shape (N,), values in ``2..T``
         eps : ndarray of shape (N, D), frozen noise
-        weights : ndarray of shape (N,), ``1 / P(t_n)`` (``T - 1`` for uniform ``t``)
+        weights : ndarray of shape (N,), ``lambda_t / P(t_n)`` (:meth:`draw`): ``T - 1`` for the
+            bound with uniform ``t``, where the loss is ``-mean(K_hat)``; other objectives reweight
+            the KL terms, and their loss is not ``-K``
         """
         x0, t, eps, weights = self._check_batch(params, x0, t, eps, weights)
-        xp, dtype = self._backend(params)
+        xp, dtype = self.backend(params)
         learn = self.cfg.schedule.learn
         tables, tables_cache, schedule_cache = self.schedule(params)          # §2.4.1
         xt, q_cache = q_sample_forward(x0, t, eps, tables)                    # frozen eps
@@ -201,15 +218,44 @@ class GaussianDiffusion:
             P[2:] = 1.0 / numpy.arange(2, self.T + 1)
         return P / P.sum()
 
+    def objective_weights(self):
+        """``lambda_t``, the weight of each KL term in the training objective: a host array (T + 1,).
+
+        The objective is ``sum_t lambda_t E_q[KL_t] - H`` (``H`` the entropies of eq. 14).  For
+        ``'bound'``, ``lambda_t = 1``: ``-K`` itself.  For ``'simple'`` (Ho et al. 2020), with a
+        fixed variance ``Sigma_t = beta_t`` and the ``'eps'`` mean, ``KL_t = w_t |eps - eps_theta|^2
+        + const`` per example, ``w_t = beta_t^2 / (2 Sigma_t alpha_t (1 - alpha_bar_t))`` (DDPM's
+        eq. 12; :mod:`reverse`), and DDPM trains on ``|eps - eps_theta|^2`` averaged over ``t``:
+        ``lambda_t = 1 / ((T - 1) w_t)``, ``w_t = beta_t / (2 alpha_t (1 - alpha_bar_t))``.  These
+        weights are fixed numbers, so with a learned variance or another mean the objective is
+        still the bound's terms reweighted: relative to the bound it stresses large ``t`` (on a
+        linear schedule from ``1e-5`` to ``0.02`` at ``T = 1000``, ``1 / w_t`` grows from 2.7 at
+        ``t = 2`` to about 100 from ``t = 100`` on).  It is biased as an estimate of ``-K``; evaluation reports ``K``.
+        """
+        if self._lambda is None:
+            lam = numpy.zeros(self.T + 1)
+            if self.cfg.objective == "bound":
+                lam[2:] = 1.0
+            else:
+                tab = tables_forward(schedule_forward(self.cfg.schedule)[0])[0]
+                w = tab["beta"][2:] / (2 * tab["alpha"][2:] * tab["one_minus_alpha_bar"][2:])   # DDPM (12), Sigma = beta
+                lam[2:] = 1.0 / ((self.T - 1) * w)
+            self._lambda = lam
+        return self._lambda
+
     def draw(self, rng, N):
         """``(t, eps, weights)`` for a batch, host arrays: ``t`` (N,) from :meth:`t_probabilities`
-        (``2..T``), ``eps`` (N, D) standard normal, ``weights = 1 / P(t)`` (``T - 1`` for uniform ``t``)."""
+        (``2..T``), ``eps`` (N, D) standard normal, ``weights = lambda_t / P(t)``
+        (:meth:`objective_weights`; for the bound and uniform ``t``, ``T - 1``)."""
         if self.cfg.t_sampling == "uniform":                                  # the random stream runs
             t = rng.integers(2, self.T + 1, size=N)                           # have always drawn
-            return t, rng.standard_normal((N, self.D)), numpy.full(N, float(self.T - 1))
-        P = self.t_probabilities()
-        t = rng.choice(self.T + 1, size=N, p=P)
-        return t, rng.standard_normal((N, self.D)), 1.0 / P[t]
+            weights = numpy.full(N, float(self.T - 1))
+        else:
+            P = self.t_probabilities()
+            t = rng.choice(self.T + 1, size=N, p=P)
+            weights = 1.0 / P[t]
+        eps = rng.standard_normal((N, self.D))
+        return t, eps, (weights if self.cfg.objective == "bound" else weights * self.objective_weights()[t])
 
     def loss_and_grads_random(self, params, x0, rng):
         """:meth:`loss_and_grads` with ``t`` and ``eps`` drawn from ``rng``."""
@@ -217,7 +263,7 @@ class GaussianDiffusion:
 
     def p_mean_logvar(self, params, xt, t):
         """Reverse-kernel mean and log-variance at ``(xt (N, D), t)``, ``t`` an int or (N,) ints in 2..T."""
-        xp, _ = self._backend(params)
+        xp, _ = self.backend(params)
         xt = self._check_x0(xt, xp, "x_t")
         if numpy.ndim(t) == 0:
             t = numpy.full(xt.shape[0], check_steps("t", t, 2, self.T), dtype=numpy.int64)
@@ -240,7 +286,7 @@ class GaussianDiffusion:
         ``K_exact_bits``, ``kl_bits_by_t`` (T + 1,), ``H_q_T_bits``, ``H_q_1_bits``, ``H_p_T_bits``,
         ``K_per_example_nats`` (N,), ``n_eps``.
         """
-        xp, _ = self._backend(params)
+        xp, _ = self.backend(params)
         n_eps, chunk = check_positive_int("n_eps", n_eps), check_positive_int("chunk", chunk)
         x0 = self._check_x0(x0, xp)
         res = bound_all_t(self.predict(params), x0, self.tables(params), rng, param=self.cfg.param, n_eps=n_eps,
@@ -256,7 +302,7 @@ class GaussianDiffusion:
         """``n`` samples of ``p(x_0)`` (float64, backend of params); with ``trajectory``, also
         every ``x_t`` as (T + 1, n, D), index ``t``.  See :func:`reverse.p_sample_loop`."""
         n = check_positive_int("n", n)
-        xp, _ = self._backend(params)
+        xp, _ = self.backend(params)
         return p_sample_loop(self.predict(params), n, self.D, self.tables(params), rng, param=self.cfg.param,
                              trajectory=trajectory, xp=xp)
 

@@ -17,7 +17,22 @@ exactly at ``z = 0``:
   does not justify it at each ``x_t``: the lower limit ``beta_tilde_t`` holds at every
   ``x_t`` (a posterior averaged over ``x_0`` is no narrower than ``q(x_{t-1} | x_t, x_0)``),
   the upper limit ``beta_t`` does not.  What the range buys is a kernel that is never
-  more confident than ``beta_tilde_t``.
+  more confident than ``beta_tilde_t``.  This log-space interpolation is the learned
+  variance of Nichol & Dhariwal (2021, eq. 15), who found it independently;
+- ``'eps'`` (DDPM, Ho et al. 2020, eq. 11): the network predicts the noise ``eps`` that
+  made ``x_t`` from ``x_0``, ``z_mu = eps_theta(x_t, t)``, and the mean is the posterior mean
+  with ``x_0`` replaced by the estimate ``(x_t - sqrt(1 - alpha_bar_t) eps_theta) / sqrt(alpha_bar_t)``::
+
+      mu = (x_t - beta_t / sqrt(1 - alpha_bar_t) z_mu) / sqrt(alpha_t);
+
+  the variance is ``'bounded'``'s.  (Substituting that ``x_0`` into ``mu_q`` of
+  :mod:`forward` and using ``alpha_bar_t = alpha_t alpha_bar_{t-1}`` and
+  ``alpha_t (1 - alpha_bar_{t-1}) + beta_t = 1 - alpha_bar_t`` gives this line.)
+  ``z = 0`` is the mean ``x_t / sqrt(alpha_t)``, the forward step's mean undone.
+  With this mean, ``mu_q - mu_p = beta_t / (sqrt(alpha_t) sqrt(1 - alpha_bar_t)) (z_mu - eps)``:
+  each KL term of the bound weighs the squared error of the predicted noise by
+  ``beta_t^2 / (2 Sigma alpha_t (1 - alpha_bar_t))`` (DDPM's eq. 12), which is what
+  the simplified loss (:meth:`~.model.GaussianDiffusion.draw`) drops.
 
 The last step ``p(x_0 | x_1) = N(sqrt(alpha_1) x_1, beta_1 I)`` is fixed (eq. 44).
 Everything is float64; network outputs are cast up.
@@ -30,7 +45,7 @@ from ..nn.layers import sigmoid, softplus
 from ..validation import check_choice
 from .tables import scatter_by_t
 
-PARAMS = ("paper", "reference", "bounded")
+PARAMS = ("paper", "reference", "bounded", "eps")
 
 
 def _split(z, xt):
@@ -59,7 +74,7 @@ def p_mean_logvar_forward(z, xt, t, tables, *, param):
     xt : float64 ndarray of shape (N, D)
     t : int ndarray of shape (N,), values in ``2..T``
     tables : dict from :func:`numpy_diffusion.gaussian.tables.tables_forward`
-    param : ``'paper'``, ``'reference'`` or ``'bounded'``
+    param : ``'paper'``, ``'reference'``, ``'bounded'`` or ``'eps'``
 
     Returns
     -------
@@ -145,31 +160,72 @@ def _reference_backward(dmu, dlogvar, z_mu, xt, local):
     return dz_mu, dlogit * local.scale, dxt, per_example                  # d l / d z_Sigma = 1 / sqrt(T)
 
 
-class BoundedLocal(NamedTuple):
+class VarianceLocal(NamedTuple):
     v: object                                 # (N, D) interpolation weight sigma(z_Sigma)
     gap: object                               # (N, 1) log beta_t - log beta_tilde_t
+
+
+def _variance_forward(z_Sigma, t, tables):
+    """``'bounded'``'s log-variance, ``log beta_tilde_t + sigma(z_Sigma) (log beta_t - log beta_tilde_t)``."""
+    log_beta, log_beta_tilde = _col(tables, "log_beta", t), _col(tables, "log_beta_tilde", t)
+    v = sigmoid(z_Sigma)                                                      # interpolation weight in (0, 1)
+    logvar_p = log_beta_tilde + v * (log_beta - log_beta_tilde)           # between beta_tilde_t and beta_t
+    return logvar_p, VarianceLocal(v, log_beta - log_beta_tilde)
+
+
+def _variance_backward(dlogvar, local, per_example):
+    """``dz_Sigma``; the tables' per-example gradients are added to ``per_example``."""
+    v, gap = local
+    per_example["log_beta"] = (dlogvar * v).sum(axis=1)                   # d logvar / d log beta_t = v
+    per_example["log_beta_tilde"] = (dlogvar * (1 - v)).sum(axis=1)       # d logvar / d log beta_tilde = 1 - v
+    return dlogvar * gap * v * (1 - v)                                    # d logvar / d v = gap; dv / d z_Sigma = v (1 - v)
+
+
+class BoundedLocal(NamedTuple):
+    variance: VarianceLocal
     mean: MeanLocal
 
 
 def _bounded_forward(z_mu, z_Sigma, xt, t, tables):
-    log_beta, log_beta_tilde = _col(tables, "log_beta", t), _col(tables, "log_beta_tilde", t)
-    v = sigmoid(z_Sigma)                                                      # interpolation weight in (0, 1)
-    logvar_p = log_beta_tilde + v * (log_beta - log_beta_tilde)           # between beta_tilde_t and beta_t
+    logvar_p, variance = _variance_forward(z_Sigma, t, tables)
     mu_p, mean = _mean_forward(z_mu, xt, t, tables)
-    return mu_p, logvar_p, BoundedLocal(v, log_beta - log_beta_tilde, mean)
+    return mu_p, logvar_p, BoundedLocal(variance, mean)
 
 
 def _bounded_backward(dmu, dlogvar, z_mu, xt, local):
-    v, gap, mean = local
-    dz_mu, dxt, per_example = _mean_backward(dmu, z_mu, xt, mean)
-    per_example["log_beta"] = (dlogvar * v).sum(axis=1)                   # d logvar / d log beta_t = v
-    per_example["log_beta_tilde"] = (dlogvar * (1 - v)).sum(axis=1)       # d logvar / d log beta_tilde = 1 - v
-    dz_Sigma = dlogvar * gap * v * (1 - v)                                    # d logvar / d v = gap; dv / d z_Sigma = v (1 - v)
-    return dz_mu, dz_Sigma, dxt, per_example
+    dz_mu, dxt, per_example = _mean_backward(dmu, z_mu, xt, local.mean)
+    return dz_mu, _variance_backward(dlogvar, local.variance, per_example), dxt, per_example
 
 
-_FORWARD = {"paper": _paper_forward, "reference": _reference_forward, "bounded": _bounded_forward}
-_BACKWARD = {"paper": _paper_backward, "reference": _reference_backward, "bounded": _bounded_backward}
+class EpsLocal(NamedTuple):
+    sqrt_alpha: object                        # (N, 1) a = sqrt(alpha_t)
+    sqrt_beta: object                         # (N, 1) s = sqrt(beta_t)
+    sqrt_one_minus: object                    # (N, 1) m = sqrt(1 - alpha_bar_t)
+    mu_p: object                              # (N, D) the mean, for d mu / d a = -mu / a
+    variance: VarianceLocal
+
+
+def _eps_forward(z_mu, z_Sigma, xt, t, tables):
+    a, s, m = (_col(tables, name, t) for name in ("sqrt_alpha", "sqrt_beta", "sqrt_one_minus_alpha_bar"))
+    mu_p = (xt - z_mu * (s * s / m)) / a                                  # DDPM eq. (11), s^2 = beta_t
+    logvar_p, variance = _variance_forward(z_Sigma, t, tables)
+    return mu_p, logvar_p, EpsLocal(a, s, m, mu_p, variance)
+
+
+def _eps_backward(dmu, dlogvar, z_mu, xt, local):
+    a, s, m, mu_p, variance = local
+    per_example = {"sqrt_alpha": -(dmu * mu_p).sum(axis=1) / a[:, 0],     # d mu / d a = -mu / a
+                   "sqrt_beta": -(dmu * z_mu).sum(axis=1) * (2 * s / (m * a))[:, 0],   # d mu / d s = -2 s z_mu / (m a)
+                   "sqrt_one_minus_alpha_bar": (dmu * z_mu).sum(axis=1) * (s * s / (m * m * a))[:, 0]}   # d mu / d m
+    dz_mu = -dmu * (s * s / (m * a))                                      # d mu / d z_mu = -beta_t / (m a)
+    dz_Sigma = _variance_backward(dlogvar, variance, per_example)
+    return dz_mu, dz_Sigma, dmu / a, per_example                          # d mu / d xt = 1 / a
+
+
+_FORWARD = {"paper": _paper_forward, "reference": _reference_forward, "bounded": _bounded_forward,
+            "eps": _eps_forward}
+_BACKWARD = {"paper": _paper_backward, "reference": _reference_backward, "bounded": _bounded_backward,
+             "eps": _eps_backward}
 
 
 def p_sample_loop(predict, n, D, tables, rng, *, param, trajectory=False, xp=None):
@@ -182,7 +238,7 @@ def p_sample_loop(predict, n, D, tables, rng, *, param, trajectory=False, xp=Non
         The network.
     n, D : int
     tables : dict from :func:`numpy_diffusion.gaussian.tables.tables_forward`
-    param : ``'paper'``, ``'reference'`` or ``'bounded'``
+    param : ``'paper'``, ``'reference'``, ``'bounded'`` or ``'eps'``
     rng : numpy.random.Generator
         Noise is drawn on the host, ``standard_normal((n, D))`` once for ``x_T``,
         once per step ``t = T..2`` and once for the last step, in that order, and

@@ -143,6 +143,38 @@ def nll_bits_per_dim(log_lik_nats, D):
     return math.log2(SCALE) - bits_per_pixel(log_lik_nats, D)
 
 
+def first_step_ceiling_bits(beta_1):
+    """The most eq. (14) can give, bits per pixel, with the fixed first step ``beta_1``:
+    ``-1/2 log2(2 pi e beta_1)``.
+
+    Every KL term of eq. (14) is ``>= 0`` and ``H_q(X_T|X_0) <= H_p(X_T)`` (``1 - alpha_bar_T
+    <= 1``), so ``K <= -H_q(X_1|X_0)``, which is ``-1/2 log(2 pi e beta_1)`` per pixel: the
+    entropy of the first step's noise, which the bound charges whatever the network does.
+    It rises by ``1/2 log2(10) = 1.66`` bits for every factor of 10 that ``beta_1`` falls.
+    """
+    return -0.5 * math.log2(2 * math.pi * math.e * beta_1)
+
+
+def data_ceiling_bits(scale=SCALE):
+    """The most any model's log likelihood can give, bits per pixel of the unit-variance data,
+    before the images' own entropy: ``log2(scale)``.
+
+    The data is 8-bit images ``q`` spread uniformly over each grey level's bin, of width
+    ``1 / scale`` in units of ``x0``, so its entropy per pixel is ``H(q) / D - log2(scale)``,
+    and no model's expected ``log2 p(x0)``, nor a bound on it, exceeds minus that entropy:
+    ``log2(scale) - H(q) / D <= log2(scale)`` (6.21 bits for :data:`SCALE`).
+    """
+    return math.log2(scale)
+
+
+def beta_1_at_ceiling(scale=SCALE):
+    """The largest ``beta_1`` whose first-step ceiling reaches the data's:
+    :func:`first_step_ceiling_bits` ``=`` :func:`data_ceiling_bits`, ``beta_1 = 1 / (2 pi e scale^2)``
+    (1.07e-5 for :data:`SCALE`; the dequantization noise's own variance is ``1 / (12 scale^2)``,
+    1.53e-5).  A smaller ``beta_1`` raises no ceiling that binds; a larger one lowers the bound's."""
+    return 1.0 / (2 * math.pi * math.e * scale ** 2)
+
+
 def fit_gaussian(x0, ridge=0.0):
     """Maximum-likelihood full-covariance Gaussian: ``(mean (D,), cholesky factor (D, D))``.
 

@@ -126,7 +126,7 @@ def check_observation(model, params, y, mask=None, sigma_d=None):
 
     Returns ``(y (B, 1, D), m (B, 1, D) float64, squeeze)`` on the params' backend.
     """
-    D, xp = model.D, array_module(params["readout.W"])
+    D, xp = model.D, model.backend(params)[0]
     check_array("observation y", y)
     if y.ndim not in (1, 2) or y.shape[-1] != D:
         raise ValueError(f"observation y must have shape ({D},) or (B, {D}), got {tuple(y.shape)}")
@@ -209,7 +209,7 @@ def smooth_sample(model, params, grad_log_r, n, rng, choice="constant"):
     """
     check_choice("choice of intermediate r", choice, CHOICES[:2])
     n, T, D = check_positive_int("n", n), model.T, model.D
-    xp = array_module(params["readout.W"])
+    xp = model.backend(params)[0]
     power = (lambda s: 1.0) if choice == "constant" else (lambda s: (T - s) / T)
 
     def shift(mu, var, s):                                                # eq. (61)
