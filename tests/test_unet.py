@@ -1,243 +1,189 @@
-"""The U-Net's pieces and the U-Net end to end, against central differences (float64).
+"""The U-Net end to end (image/unet.py): gradients against central differences (float64),
+``z = 0`` at initialization, the layout of ``z``, configurations and their errors.
 
-Tolerance, as in test_conv.py: central differences with h = 1e-6 carry a truncation
-error O(h^2) and a round-off of about ``eps S / h``, with ``S`` the summed magnitude of
-the terms of ``f = sum(out * dout)``; entries below that floor are compared in absolute
-terms.  A correct gradient then gives a relative error near 1e-8 and a wrong one O(1);
-we accept below 1e-5.  Every function here is smooth (SiLU, GroupNorm with eps > 0, the
-softmax), so the strategies need avoid no kinks; inputs are bounded (|x| <= 2) so that
-no softmax saturates and no GroupNorm group is near-constant by construction.
+The whole-parameter check runs along random directions (two loss evaluations each) and,
+on a tiny network, entry by entry; the input gradient entry by entry.  Tolerance as in
+test_conv.py and test_image_network.py: a correct gradient gives a relative error near
+1e-8, a wrong one O(1); we accept below 1e-5.
 """
-import math
+import json
 
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
-from numpy_diffusion.image import attention, blocks
-from numpy_diffusion.nn.layers import sigmoid, silu_forward
-from strategies import arrays, seeds
+from numpy_diffusion.image.unet import UNet, UNetConfig, maps_from_z, param_shapes, unet_backward, z_from_maps
+from strategies import rng_from, seeds
 from test_conv import jvp_error
+from test_image_network import directional_error, draw, flat, unflat
 
 TOL = 1e-5
-group_counts, per_group, sides = st.integers(1, 3), st.integers(1, 3), st.integers(1, 3)
 
 
 @st.composite
-def grouped_images(draw, min_side=1, groups=None):
-    """``(x, G)``: a float64 image batch (N, H, W, G c) and its group count ``G``."""
-    G = draw(group_counts) if groups is None else groups
-    n, h, w = draw(st.integers(1, 2)), draw(st.integers(min_side, 3)), draw(st.integers(min_side, 3))
-    return draw(arrays((n, h, w, G * draw(per_group)))), G
+def configs(draw):
+    """Tiny U-Nets: 1 to 3 levels, widths multiples of the group count, every switch."""
+    L, G = draw(st.integers(1, 3)), draw(st.integers(1, 2))
+    widths = tuple(G * draw(st.integers(1, 2)) for _ in range(L))
+    return UNetConfig(size=2 ** (L - 1) * draw(st.sampled_from([1, 2])), channels=draw(st.integers(1, 2)),
+                      T=draw(st.integers(2, 50)), widths=widths, blocks=draw(st.integers(1, 2)),
+                      attention=draw(st.booleans()), emb_dim=draw(st.integers(1, 3)), groups=G,
+                      kernel=draw(st.sampled_from([1, 3])))
 
 
-def check_params(forward, dout, params, grads):
-    """Every parameter's gradient entry by entry; ``forward()`` reads ``params`` (perturbed in place)."""
-    assert set(grads) == set(params)
+def random_params(net, rng, scale=0.5):
+    """Parameters with every array random (none at its zero start), so no gradient is trivially zero."""
+    return {k: rng.normal(scale=scale, size=v.shape) for k, v in net.init_params(rng).items()}
+
+
+def check_end_to_end(cfg, seed):
+    """Parameter gradients along random directions, the input gradient entry by entry, and
+    the same parameter gradients without the input's."""
+    net, rng = UNet(cfg), rng_from(seed)
+    params = random_params(net, rng)
+    xt, t = draw(net, rng)
+    z, cache = net.forward(xt, t, params)
+    assert z.shape == (2, 2 * net.D) and z.dtype == np.float64
+    dz = rng.normal(size=z.shape)
+    dxt, grads = net.backward(dz, cache)
+    assert sorted(grads) == sorted(params)
+    loss = lambda theta: (net.forward(xt, t, unflat(theta, params))[0] * dz).sum()
+    for _ in range(3):
+        assert directional_error(loss, flat(params), flat(grads), rng, abs(z * dz).sum()) < TOL
+    assert jvp_error(lambda x: net.forward(x, t, params)[0], xt, dz, dxt) < TOL
+    dxt_none, same = net.backward(dz, cache, need_dxt=False)          # what a fixed schedule asks for
+    assert dxt_none is None and all(np.array_equal(same[k], grads[k]) for k in grads)
+
+
+@given(cfg=configs(), seed=seeds)
+def test_backward_end_to_end(cfg, seed):
+    check_end_to_end(cfg, seed)
+
+
+@settings(max_examples=2)
+@given(seed=seeds)
+def test_every_parameter_gradient(seed):
+    """Entry by entry on a two-level network with attention and both kinds of skip (the
+    directional check sees only sums); 566 parameters."""
+    net = UNet(UNetConfig(size=4, T=10, widths=(1, 2), emb_dim=1, groups=1))
+    rng = rng_from(seed)
+    params = random_params(net, rng)
+    xt, t = draw(net, rng)
+    dz = rng.normal(size=(2, 2 * net.D))
+    _, grads = net.backward(dz, net.forward(xt, t, params)[1], need_dxt=False)
     for name, p in params.items():
-        assert grads[name].shape == p.shape, name
-        assert jvp_error(lambda _: forward(), p, dout, grads[name]) < TOL, name
+        assert jvp_error(lambda _: net.forward(xt, t, params)[0], p, dz, grads[name]) < TOL, name
 
 
-def test_silu_is_x_sigmoid_x_and_stable():
-    x = np.array([-1e4, -30.0, -1.0, 0.0, 2.0, 1e4])
-    np.testing.assert_allclose(silu_forward(x)[0], x * sigmoid(x), rtol=1e-15)
-    assert silu_forward(x)[0][0] == 0 and silu_forward(x)[0][-1] == 1e4
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("widths", [(16, 32, 32), (8,)])
+def test_untrained_network_outputs_zero(dtype, widths):
+    net = UNet(UNetConfig(widths=widths))
+    params = net.init_params(np.random.default_rng(0), dtype)
+    z, cache = net.forward(np.random.default_rng(1).normal(size=(3, 256)), np.array([1, 7, 1000]), params)
+    assert z.dtype == dtype and z.shape == (3, 512) and not z.any()
+    dxt, grads = net.backward(np.ones_like(z), cache)
+    assert dxt.dtype == dtype and grads["out.W"].any()                 # out learns first
 
 
-@given(xg=grouped_images(), data=st.data())
-def test_group_norm_backward(xg, data):
-    x, G = xg
-    C = x.shape[3]
-    g, b, dout = data.draw(arrays((C,))), data.draw(arrays((C,))), data.draw(arrays(x.shape))
-    out, cache = blocks.group_norm_forward(x, g, b, groups=G)
-    grads = blocks.group_norm_backward(dout, cache)
-    for arg, grad in zip((x, g, b), grads):
-        assert grad.shape == arg.shape
-        assert jvp_error(lambda _: blocks.group_norm_forward(x, g, b, groups=G)[0], arg, dout, grad) < TOL
+def test_z_layout():
+    """``z_mu`` is the first C channels, ``z_Sigma`` the next C, each row-major over (H, W, C)."""
+    N, H, W, C = 2, 3, 4, 2
+    F = np.arange(N * H * W * 2 * C, dtype=float).reshape(N, H, W, 2 * C)
+    z = z_from_maps(F)
+    for n, h, w, c in np.ndindex(N, H, W, C):
+        assert z[n, (h * W + w) * C + c] == F[n, h, w, c]              # z_mu, like x_t[n] = x[n].ravel()
+        assert z[n, H * W * C + (h * W + w) * C + c] == F[n, h, w, C + c]   # z_Sigma
+    np.testing.assert_array_equal(maps_from_z(z, (N, H, W, C)), F)
 
 
-@given(xg=grouped_images(min_side=2), seed=seeds)
-def test_group_norm_normalizes_each_group(xg, seed):
-    """Before the affine map (g = 1, b = 0) each example's group has mean 0 and variance 1
-    (exactly, up to round-off, at eps = 0; H, W >= 2 so no group is a single entry)."""
-    x, G = xg
-    N, C = x.shape[0], x.shape[3]
-    out = blocks.group_norm_forward(x, np.ones(C), np.zeros(C), groups=G, eps=0.0)[0]
-    per_group = out.reshape(N, -1, G, C // G).transpose(0, 2, 1, 3).reshape(N, G, -1)
-    np.testing.assert_allclose(per_group.mean(axis=2), 0, atol=1e-12)
-    np.testing.assert_allclose(per_group.var(axis=2), 1, rtol=1e-12)
+def test_out_bias_reaches_its_half_of_z():
+    """The network hands its last layer's channels to ``z_from_maps``: with ``out.W = 0`` the
+    bias's mean channels fill ``z_mu`` and its variance channels ``z_Sigma``, at every pixel."""
+    net = UNet(UNetConfig(size=4, channels=2, T=30, widths=(8, 8)))
+    params = net.init_params(np.random.default_rng(0))
+    params["out.b"] = np.array([1.0, 2.0, -3.0, 4.0])                  # (mu c0, mu c1, Sigma c0, Sigma c1)
+    z, _ = net.forward(np.random.default_rng(1).normal(size=(2, 32)), np.array([2, 30]), params)
+    np.testing.assert_array_equal(z[:, :32].reshape(2, 4, 4, 2), np.broadcast_to([1.0, 2.0], (2, 4, 4, 2)))
+    np.testing.assert_array_equal(z[:, 32:].reshape(2, 4, 4, 2), np.broadcast_to([-3.0, 4.0], (2, 4, 4, 2)))
 
 
-@given(xg=grouped_images(min_side=2), seed=seeds)
-def test_group_norm_ignores_shift_and_scale_of_a_group(xg, seed):
-    """``GN(a x + c) = GN(x)`` for a shift ``c`` and a scale ``a > 0`` per example and group
-    (at eps = 0; eps > 0 breaks the scale invariance by ``eps / var``)."""
-    x, G = xg
-    N, C, rng = x.shape[0], x.shape[3], np.random.default_rng(seed)
-    a = np.repeat(rng.uniform(0.1, 10, (N, 1, 1, G)), C // G, axis=3)   # one a per example and group
-    c = np.repeat(rng.uniform(-5, 5, (N, 1, 1, G)), C // G, axis=3)
-    g, b = rng.normal(size=C), rng.normal(size=C)
-    np.testing.assert_allclose(blocks.group_norm_forward(a * x + c, g, b, groups=G, eps=0.0)[0],
-                               blocks.group_norm_forward(x, g, b, groups=G, eps=0.0)[0], rtol=1e-9, atol=1e-9)
+def test_single_level_is_a_stack_of_residual_blocks():
+    """``widths`` of length 1: no pooling or upsampling, every block at full resolution."""
+    cfg = UNetConfig(size=6, widths=(4,), blocks=2, groups=2, emb_dim=3)
+    names = list(param_shapes(cfg))
+    assert not any(".up." in n for n in names) and "mid.attn.qkv.W" in names
+    assert [n[:-len(".norm1.g")] for n in names if n.endswith("norm1.g")] == [
+        "down0.block0", "down0.block1", "mid.block0", "mid.block1", "up0.block0", "up0.block1"]
+    assert param_shapes(cfg)["up0.block0.conv1.W"] == (3, 3, 8, 4)     # reads [h, skip_0]
+    check_end_to_end(cfg, seed=4)
 
 
-def test_group_norm_groups_are_separate():
-    """Two groups: changing the second group's channels leaves the first group's output alone."""
-    rng = np.random.default_rng(0)
-    x, g, b = rng.normal(size=(2, 3, 3, 4)), np.ones(4), np.zeros(4)
-    moved = x.copy()
-    moved[..., 2:] = 5 * moved[..., 2:] ** 3
-    out, out_moved = (blocks.group_norm_forward(a, g, b, groups=2)[0] for a in (x, moved))
-    np.testing.assert_array_equal(out[..., :2], out_moved[..., :2])
-    assert not np.allclose(out[..., 2:], out_moved[..., 2:])
-    with pytest.raises(ValueError, match="C divisible by groups"):
-        blocks.group_norm_forward(x, g, b, groups=3)
+def test_time_enters():
+    net = UNet(UNetConfig(size=4, T=20, widths=(4, 4), groups=2))
+    params, x = random_params(net, np.random.default_rng(0)), np.random.default_rng(1).normal(size=(1, 16))
+    assert not np.allclose(net.forward(x, np.array([3]), params)[0], net.forward(x, np.array([4]), params)[0])
 
 
-def test_timestep_embedding_is_the_formula():
-    t, dim = np.array([1, 7, 1000]), 7                                  # odd: a zero column last
-    e = blocks.timestep_embedding(t, dim)
-    assert e.shape == (3, 7) and e.dtype == np.float64
-    for n in range(3):
-        for i in range(3):
-            w = 1 / 10000 ** (2 * i / dim)
-            assert e[n, i] == pytest.approx(math.sin(t[n] * w), abs=1e-13)
-            assert e[n, 3 + i] == pytest.approx(math.cos(t[n] * w), abs=1e-13)
-    assert not e[:, 6].any()
+def test_float32_forward_is_float64_rounded():
+    """The default network with random parameters in float32 and float64: float32 carries a
+    relative error of 6e-8 per operation, grown by depth (about 20 layers, GroupNorm dividing
+    by small deviations), so the outputs agree to 1e-4 of their scale, not to 1e-7."""
+    net, rng = UNet(UNetConfig()), np.random.default_rng(5)
+    p64 = random_params(net, rng, scale=0.1)
+    p32 = {k: v.astype(np.float32) for k, v in p64.items()}
+    xt, t = draw(net, rng, N=4)
+    z64, z32 = net.forward(xt, t, p64)[0], net.forward(xt, t, p32)[0]
+    assert z32.dtype == np.float32 and np.abs(z64).max() > 0.1
+    assert np.abs(z32 - z64).max() < 1e-4 * np.abs(z64).max()
 
 
-def test_timestep_embedding_tells_every_step_apart():
-    e = blocks.timestep_embedding(np.arange(1, 1001), 16)
-    gaps = np.linalg.norm(e[:, None] - e[None], axis=2) + np.eye(1000) * 9
-    assert gaps.min() > 1e-3                                            # nearest pair of distinct steps
-    assert np.linalg.norm(e[1] - e[0]) < np.linalg.norm(e[500] - e[0])   # neighbours are close
+def test_initialization():
+    net = UNet(UNetConfig())
+    a, b = net.init_params(np.random.default_rng(3)), net.init_params(np.random.default_rng(3))
+    assert list(a) == list(param_shapes(net.cfg)) and all(np.array_equal(a[k], b[k]) for k in a)
+    assert all(a[k].shape == s for k, s in param_shapes(net.cfg).items())
+    assert not a["up1.block0.conv2.W"].any() and not a["mid.attn.out.W"].any() and not a["out.W"].any()
+    assert a["mid.block0.conv1.W"].std() == pytest.approx(1 / np.sqrt(9 * 32), rel=0.05)   # variance 1 / fan_in
+    assert (a["down1.block0.norm2.g"] == 1).all() and not a["down1.block0.skip.b"].any()
 
 
-def attention_loop(x, Wqkv, bqkv, Wo, bo):
-    """Attention written pixel by pixel: ``out_i = (sum_j softmax_j(q_i . k_j / sqrt(d)) v_j) Wo + bo``."""
-    N, H, W, C = x.shape
-    d = Wo.shape[0]
-    out = np.empty((N, H * W, C))
-    for n in range(N):
-        rows = x[n].reshape(H * W, C)
-        q, k, v = (rows @ Wqkv[:, m * d:(m + 1) * d] + bqkv[m * d:(m + 1) * d] for m in range(3))
-        for i in range(H * W):
-            s = np.array([q[i] @ k[j] / math.sqrt(d) for j in range(H * W)])
-            a = np.exp(s) / np.exp(s).sum()
-            out[n, i] = sum(a[j] * v[j] for j in range(H * W)) @ Wo + bo
-    return out.reshape(x.shape)
+def test_config_round_trip_and_errors():
+    net = UNet(UNetConfig(size=8, channels=3, widths=[8, 16], blocks=2, attention=False, groups=4))
+    assert net.cfg.widths == (8, 16)
+    assert UNet.from_config(json.loads(json.dumps(net.config()))).cfg == net.cfg
+    assert net.config()["kind"] == "unet" and UNet(net.config()).cfg == net.cfg
+    for kwargs, message in (({"widths": (16, 12)}, "groups = 8 must divide every width"),
+                            ({"size": 10}, "divisible by 2\\^\\(len\\(widths\\) - 1\\) = 4"),
+                            ({"widths": ()}, "widths must be a non-empty sequence"),
+                            ({"widths": "16"}, "widths must be a non-empty sequence"),
+                            ({"kernel": 2}, "kernel must be odd"),
+                            ({"T": 1}, "T must be an integer >= 2"),
+                            ({"blocks": 0}, "blocks must be an integer >= 1")):
+        with pytest.raises(ValueError, match=message):
+            UNetConfig(**kwargs)
+    with pytest.raises(TypeError, match="attention must be True or False"):
+        UNetConfig(attention=1)
 
 
-@st.composite
-def attention_inputs(draw):
-    x = draw(arrays((draw(st.integers(1, 2)), draw(sides), draw(sides), draw(st.integers(1, 3))), scale=1.0))
-    C, d = x.shape[3], draw(st.integers(1, 3))
-    return (x, draw(arrays((C, 3 * d), scale=1.0)), draw(arrays((3 * d,), scale=1.0)),
-            draw(arrays((d, C), scale=1.0)), draw(arrays((C,), scale=1.0)))
+def test_bad_inputs_are_one_clear_line():
+    net = UNet(UNetConfig(size=4, T=10, widths=(8, 8)))
+    params, x = net.init_params(np.random.default_rng(0)), np.zeros((2, 16))
+    for t, message in ((np.array([0, 3]), "t must hold integers in 1..10"),
+                       (np.array([1, 11]), "t must hold integers in 1..10"),
+                       (np.array([1.0, 2.0]), "t must hold integers in 1..10 .* dtype float64"),
+                       (np.array([1]), r"t must have shape \(2\)")):
+        with pytest.raises(ValueError, match=message):
+            net.forward(x, t, params)
+    with pytest.raises(ValueError, match=r"x_t must have shape \(N, 16\)"):
+        net.forward(np.zeros((2, 10)), np.array([1, 2]), params)
 
 
-@given(args=attention_inputs())
-def test_attention_is_the_loop(args):
-    np.testing.assert_allclose(attention.attention_forward(*args)[0], attention_loop(*args), rtol=1e-12, atol=1e-12)
-
-
-@given(args=attention_inputs(), data=st.data())
-def test_attention_backward(args, data):
-    out, cache = attention.attention_forward(*args)
-    dout = data.draw(arrays(out.shape))
-    grads = attention.attention_backward(dout, cache)
-    for arg, grad in zip(args, grads):
-        assert grad.shape == arg.shape
-        assert jvp_error(lambda _: attention.attention_forward(*args)[0], arg, dout, grad) < TOL
-    d = args[3].shape[0]
-    dbqkv, dWo, dbo = grads[2:]
-    np.testing.assert_allclose(dbqkv[d:2 * d], 0, atol=1e-12)         # the softmax removes a key bias
-    np.testing.assert_allclose(dbqkv[2 * d:], args[3] @ dbo, rtol=1e-10, atol=1e-12)   # a value bias is b_v Wo
-
-
-def test_attention_does_not_overflow():
-    rng = np.random.default_rng(0)
-    x, Wqkv = 100 * rng.normal(size=(1, 2, 2, 3)), 10 * rng.normal(size=(3, 6))
-    out = attention.attention_forward(x, Wqkv, np.zeros(6), np.ones((2, 3)), np.zeros(3))[0]
-    assert np.isfinite(out).all()
-
-
-@st.composite
-def block_inputs(draw, skip=None):
-    """``(x, emb, params, G)`` for one residual block, every parameter random; a skip
-    convolution where the widths differ, or where ``skip`` is True (``skip=False``: equal widths, none)."""
-    x, G = draw(grouped_images())
-    C, E, k = x.shape[3], draw(st.integers(1, 3)), draw(st.sampled_from([1, 3]))
-    O = C if skip is False else G * draw(per_group)
-    shapes = {"norm1.g": (C,), "norm1.b": (C,), "conv1.W": (k, k, C, O), "conv1.b": (O,), "emb.W": (E, O),
-              "emb.b": (O,), "norm2.g": (O,), "norm2.b": (O,), "conv2.W": (k, k, O, O), "conv2.b": (O,)}
-    if C != O or skip:
-        shapes.update({"skip.W": (C, O), "skip.b": (O,)})
-    params = {f"rb.{name}": draw(arrays(shape, scale=1.0)) for name, shape in shapes.items()}
-    return x, draw(arrays((x.shape[0], E))), params, G
-
-
-@given(inputs=block_inputs(), data=st.data())
-def test_res_block_backward(inputs, data):
-    x, emb, params, G = inputs
-    forward = lambda: blocks.res_block_forward(x, emb, params, "rb.", groups=G)[0]
-    out = forward()
-    dout = data.draw(arrays(out.shape))
-    dx, demb, grads = blocks.res_block_backward(dout, blocks.res_block_forward(x, emb, params, "rb.", groups=G)[1])
-    assert jvp_error(lambda _: forward(), x, dout, dx) < TOL
-    assert jvp_error(lambda _: forward(), emb, dout, demb) < TOL
-    check_params(forward, dout, params, grads)
-
-
-@given(inputs=block_inputs(skip=False))
-def test_res_block_starts_as_the_identity(inputs):
-    """With ``conv2`` at zero (its initialization) and no skip convolution, ``out = x``."""
-    x, emb, params, G = inputs
-    params["rb.conv2.W"][...], params["rb.conv2.b"][...] = 0, 0
-    np.testing.assert_array_equal(blocks.res_block_forward(x, emb, params, "rb.", groups=G)[0], x)
-
-
-def test_res_block_refuses_widths_without_a_skip():
-    params = {"rb.conv1.W": np.zeros((3, 3, 2, 4))}
-    with pytest.raises(ValueError, match="rb.skip.W where C differs from 4"):
-        blocks.res_block_forward(np.zeros((1, 2, 2, 2)), np.zeros((1, 3)), params, "rb.", groups=1)
-
-
-@given(xg=grouped_images(), o=st.integers(1, 3), data=st.data())
-def test_norm_act_conv_backward(xg, o, data):
-    x, G = xg
-    C = x.shape[3]
-    params = {"n.g": data.draw(arrays((C,))), "n.b": data.draw(arrays((C,))),
-              "c.W": data.draw(arrays((3, 3, C, o))), "c.b": data.draw(arrays((o,)))}
-    forward = lambda: blocks.norm_act_conv_forward(x, params, "n", "c", groups=G)[0]
-    dout = data.draw(arrays(forward().shape))
-    dx, grads = blocks.norm_act_conv_backward(dout, blocks.norm_act_conv_forward(x, params, "n", "c", groups=G)[1])
-    assert jvp_error(lambda _: forward(), x, dout, dx) < TOL
-    check_params(forward, dout, params, grads)
-
-
-@given(x=arrays((2, 2, 3, 2)), o=st.integers(1, 3), data=st.data())
-def test_upsample_conv_backward(x, o, data):
-    W, b = data.draw(arrays((3, 3, 2, o))), data.draw(arrays((o,)))
-    out, cache = blocks.upsample_conv_forward(x, W, b)
-    assert out.shape == (2, 4, 6, o)
-    dout = data.draw(arrays(out.shape))
-    for arg, grad in zip((x, W, b), blocks.upsample_conv_backward(dout, cache)):
-        assert jvp_error(lambda _: blocks.upsample_conv_forward(x, W, b)[0], arg, dout, grad) < TOL
-
-
-@given(xg=grouped_images(), data=st.data())
-def test_attention_block_backward(xg, data):
-    x, G = xg
-    C = x.shape[3]
-    shapes = {"norm.g": (C,), "norm.b": (C,), "qkv.W": (C, 3 * C), "qkv.b": (3 * C,), "out.W": (C, C), "out.b": (C,)}
-    params = {f"a.{k}": data.draw(arrays(s, scale=1.0)) for k, s in shapes.items()}
-    forward = lambda: attention.attention_block_forward(x, params, "a.", groups=G)[0]
-    dout = data.draw(arrays(x.shape))
-    dx, grads = attention.attention_block_backward(dout, attention.attention_block_forward(x, params, "a.",
-                                                                                           groups=G)[1])
-    assert jvp_error(lambda _: forward(), x, dout, dx) < TOL
-    check_params(forward, dout, params, grads)
-    params["a.out.W"][...], params["a.out.b"][...] = 0, 0              # its initialization: the identity
-    np.testing.assert_array_equal(forward(), x)
+def test_backward_function_form():
+    """The module-level pair keeps the contract: ``unet_backward(dz, cache) -> (dx, dparams)``."""
+    net = UNet(UNetConfig(size=4, T=5, widths=(2,), groups=1))
+    params = random_params(net, np.random.default_rng(2))
+    xt, t = draw(net, np.random.default_rng(3))
+    z, cache = net.forward(xt, t, params)
+    dx, dparams = unet_backward(np.ones_like(z), cache)
+    assert dx.shape == xt.shape and set(dparams) == set(params)
