@@ -14,6 +14,7 @@ import pytest
 from numpy_diffusion.binomial import kernel as binomial_kernel
 from numpy_diffusion.binomial.model import BinomialDiffusion
 from numpy_diffusion.gaussian import bound, forward, reverse, schedule, tables
+from numpy_diffusion.image import attention, blocks, unet
 from numpy_diffusion.nn import layers, mlp, network, readout
 
 rng = np.random.default_rng(0)
@@ -31,6 +32,17 @@ w = np.zeros(3)
 bits = (rng.random((6, 3)) < 0.5).astype(float)
 binomial = BinomialDiffusion(D=3, T=T, pi=0.3, hidden=(4,), basis="bump", n_bumps=2)
 binomial_params = binomial.init_params(rng)
+img, emb, g4 = rng.normal(size=(2, 4, 4, 4)), rng.normal(size=(2, 3)), rng.normal(size=4)
+nac_params = {"n.g": g4, "n.b": g4, "c.W": rng.normal(size=(3, 3, 4, 2)), "c.b": np.zeros(2)}
+block_params = {"r.norm1.g": g4, "r.norm1.b": g4, "r.conv1.W": rng.normal(size=(3, 3, 4, 6)), "r.conv1.b": np.zeros(6),
+                "r.emb.W": rng.normal(size=(3, 6)), "r.emb.b": np.zeros(6), "r.norm2.g": np.ones(6),
+                "r.norm2.b": np.zeros(6), "r.conv2.W": rng.normal(size=(3, 3, 6, 6)), "r.conv2.b": np.zeros(6),
+                "r.skip.W": rng.normal(size=(4, 6)), "r.skip.b": np.zeros(6)}
+attn_args = (rng.normal(size=(4, 6)), np.zeros(6), rng.normal(size=(2, 4)), np.zeros(4))
+unet_cfg = unet.UNetConfig(size=4, T=T, widths=(2, 4), emb_dim=3, groups=2)
+unet_params, unet_xt = unet.init_unet(unet_cfg, rng), rng.normal(size=(6, 16))
+attn_params = {"a.norm.g": g4, "a.norm.b": g4, "a.qkv.W": rng.normal(size=(4, 12)), "a.qkv.b": np.zeros(12),
+               "a.out.W": rng.normal(size=(4, 4)), "a.out.b": g4}
 binomial_tables = binomial.tables(np)
 
 # name -> (forward call, backward, the forward's differentiable inputs in order)
@@ -63,6 +75,20 @@ PAIRS = {
     "binomial_kl": (lambda: binomial_kernel.kl_forward(x, x), binomial_kernel.kl_backward, (x, x)),
     "binomial_bound": (lambda: binomial_kernel.bound_forward(x, bits, bits, t, np.ones(6), binomial_tables),
                        binomial_kernel.bound_backward, (x,)),
+    "group_norm": (lambda: blocks.group_norm_forward(img, g4, g4, groups=2), blocks.group_norm_backward,
+                   (img, g4, g4)),
+    "norm_act_conv": (lambda: blocks.norm_act_conv_forward(img, nac_params, "n", "c", groups=2),
+                      blocks.norm_act_conv_backward, (img, nac_params)),
+    "res_block": (lambda: blocks.res_block_forward(img, emb, block_params, "r.", groups=2), blocks.res_block_backward,
+                  (img, emb, block_params)),
+    "upsample_conv": (lambda: blocks.upsample_conv_forward(img, nac_params["c.W"], np.zeros(2)),
+                      blocks.upsample_conv_backward, (img, nac_params["c.W"], np.zeros(2))),
+    "attention": (lambda: attention.attention_forward(img, *attn_args), attention.attention_backward,
+                  (img, *attn_args)),
+    "attention_block": (lambda: attention.attention_block_forward(img, attn_params, "a.", groups=2),
+                        attention.attention_block_backward, (img, attn_params)),
+    "unet": (lambda: unet.unet_forward(unet_xt, t, unet_params, unet_cfg), unet.unet_backward,
+             (unet_xt, unet_params)),
     "binomial_p_logit": (lambda: binomial.p_logit_forward(bits, t, binomial_params), binomial.p_logit_backward,
                          (binomial_params,)),
 }

@@ -10,7 +10,7 @@ The cache is a named tuple holding exactly what the backward pass needs;
 order (one array for a one-input layer).  Shapes are given at the end of the
 line; ``N`` is the batch size.  A layer keeps the dtype it is given.
 
-The layers: the affine map, four activations, the random Fourier features
+The layers: the affine map, five activations, the random Fourier features
 that feed the swiss-roll network, and the paper's normalized radial-basis-function
 layer (App. D.1.1).
 """
@@ -78,6 +78,11 @@ class InputCache(NamedTuple):
     x: object                                 # (N, H) the activation's input
 
 
+class SiLUCache(NamedTuple):
+    x: object                                 # (N, H) the activation's input
+    sig: object                               # (N, H) sigma(x), the gate
+
+
 class SlopeCache(NamedTuple):
     slope: object                             # (N, H) the local slope, 1 or the leak
 
@@ -116,6 +121,19 @@ def softplus_backward(dout, cache):
     return dout * sigmoid(cache.x)                    # softplus' = sigma
 
 
+def silu_forward(x):
+    """SiLU (the "swish", Elfwing et al. 2018) ``x sigma(x)``; caches ``x`` and ``sigma(x)``,
+    since ``d/dx [x sigma(x)] = sigma + x sigma (1 - sigma)``."""
+    sig = sigmoid(x)
+    return x * sig, SiLUCache(x, sig)
+
+
+def silu_backward(dout, cache):
+    """``dx = dout sigma(x) (1 + x (1 - sigma(x)))``."""
+    x, sig = cache
+    return dout * sig * (1 + x * (1 - sig))           # silu' = sigma + x sigma (1 - sigma)
+
+
 def leaky_relu_forward(x, *, slope=0.01):
     """``x`` where positive, ``slope x`` elsewhere; caches the local slope."""
     xp = array_module(x)
@@ -133,6 +151,7 @@ ACTIVATIONS = {
     "sigmoid": (sigmoid_forward, sigmoid_backward),
     "softplus": (softplus_forward, softplus_backward),
     "leaky_relu": (leaky_relu_forward, leaky_relu_backward),
+    "silu": (silu_forward, silu_backward),
 }
 
 

@@ -36,7 +36,7 @@ class NetConfig:
     T : int            trajectory length.
     net : str          ``'mlp'`` or ``'rbf'``.
     hidden : tuple     MLP hidden widths, or ``(units,)`` for the RBF layer.
-    activation : str   MLP activation (``tanh``, ``sigmoid``, ``softplus``, ``leaky_relu``).
+    activation : str   MLP activation (``tanh``, ``sigmoid``, ``softplus``, ``leaky_relu``, ``silu``).
     basis : str        temporal basis, ``'bump'`` or ``'identity'``.
     n_bumps : int      number of bumps ``J`` for the ``'bump'`` basis.
     n_out : int        outputs per example; default ``2 D`` (mean and variance).
