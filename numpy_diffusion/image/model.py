@@ -1,9 +1,10 @@
-"""Gaussian diffusion on images (§3.2, App. D.2.1): the image network in the Gaussian model,
+"""Gaussian diffusion on images (§3.2, App. D.2.1): the image networks in the Gaussian model,
 and the held-out bound with the time steps stratified.
 
 The Gaussian diffusion (:mod:`numpy_diffusion.gaussian.model`) is the same for
 images as for the swiss roll; only its network differs.  :class:`ImageDiffusion`
-is the Gaussian model holding an :class:`~.network.ImageNetwork`.
+is the Gaussian model holding the paper's :class:`~.network.ImageNetwork` or the
+time-conditioned :class:`~.unet.UNet`.
 
 Summing all ``T - 1`` steps of eq. (14) for every held-out image costs ``T - 1``
 network passes per image (999 at the paper's ``T = 1000``).
@@ -23,25 +24,42 @@ from ..gaussian.reverse import p_mean_logvar_forward
 from ..gaussian.schedule import ScheduleConfig
 from ..validation import check_positive_int
 from .network import ImageNetConfig, ImageNetwork
+from .unet import UNet, UNetConfig
+
+
+NETWORKS = {"image": ImageNetwork, "unet": UNet}                # a network config's "kind" -> its class
 
 
 class ImageDiffusion(GaussianDiffusion):
-    """:class:`GaussianDiffusion` whose network is the image network (``cfg.net`` an
-    :class:`ImageNetConfig`); training, evaluation and sampling are the Gaussian model's."""
+    """:class:`GaussianDiffusion` whose network is an image network: the paper's
+    (``cfg.net`` an :class:`ImageNetConfig`) or the time-conditioned U-Net (a :class:`UNetConfig`);
+    training, evaluation and sampling are the Gaussian model's."""
 
-    network_class = ImageNetwork
+    def __init__(self, cfg):
+        self.network_class = UNet if isinstance(cfg.net, UNetConfig) else ImageNetwork
+        super().__init__(cfg)
+
+    def config(self):
+        """The model's configuration, its network's with the network's ``kind``."""
+        return {**self.cfg.to_dict(), "net": self.net.config()}
 
     @classmethod
     def from_config(cls, d):
-        return cls(ModelConfig.from_dict(d, net=ImageNetConfig.from_dict(d["net"])))
+        """The model of a :meth:`config` dict (a network config without ``kind`` is the paper's)."""
+        net = NETWORKS[d["net"].get("kind", "image")]
+        return cls(ModelConfig.from_dict(d, net=net.from_config(d["net"]).cfg))
 
 
-def image_model(net, *, beta_1=1e-3, param="paper", learn_beta=False, t_sampling="uniform"):
-    """The image model: ``net`` an :class:`ImageNetConfig`; the reference code's schedule
-    (``beta_t = 1 / (T - t + 1)``, ending at 1/2) with ``beta_1`` fixed (its ``step1_beta``);
-    training draws ``t`` by ``t_sampling`` (:meth:`GaussianDiffusion.t_probabilities`)."""
-    sched = ScheduleConfig(T=net.T, beta_1=beta_1, baseline="reference", learn=learn_beta)
-    return ImageDiffusion(ModelConfig(net=net, schedule=sched, param=param, t_sampling=t_sampling))
+def image_model(net, *, beta_1=1e-3, param="paper", learn_beta=False, t_sampling="uniform", objective="bound",
+                baseline="reference", beta_T=0.5):
+    """The image model: ``net`` an :class:`ImageNetConfig` or a :class:`UNetConfig`, a fixed ``beta_1``
+    and a schedule: by default the reference code's (``beta_t = 1 / (T - t + 1)``, ending at 1/2, with
+    ``beta_1`` its ``step1_beta``), or ``baseline='linear'`` from ``beta_1`` to ``beta_T`` (DDPM's, with
+    ``beta_T = 0.02``); training draws ``t`` by ``t_sampling`` (:meth:`GaussianDiffusion.t_probabilities`)
+    and minimizes ``objective`` (:meth:`GaussianDiffusion.objective_weights`)."""
+    sched = ScheduleConfig(T=net.T, beta_1=beta_1, baseline=baseline, beta_T=beta_T, learn=learn_beta)
+    return ImageDiffusion(ModelConfig(net=net, schedule=sched, param=param, t_sampling=t_sampling,
+                                      objective=objective))
 
 
 def strata(T, n_strata):
