@@ -300,3 +300,11 @@ def test_parzen_scale_of_data_and_of_samples():
     x0 = units.dequantize(q, np.random.default_rng(4))
     gap = mnist.samples_to_unit_interval(x0, units) - mnist.unit_interval(q)
     assert np.abs(gap).max() <= 1 / 510 + 1e-12                           # half a grey level, on [0, 1]
+
+
+def test_bound_moves_to_the_parzen_scale_by_the_jacobian():
+    """The uniform density on [0, 256)^D (on x0: ``-D ln(256 / scale)``) is, on ``(v - 1/2) / 255``,
+    uniform on a cube of side 256 / 255: ``-D ln(256 / 255)``."""
+    units, D = fit_pixel_scale(fake_mnist()[0]), 784
+    K_uniform = -D * math.log(256 / units.scale)
+    assert math.isclose(mnist.bound_on_unit_interval(K_uniform, units, D), -D * math.log(256 / 255), rel_tol=1e-12)

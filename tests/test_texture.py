@@ -126,3 +126,9 @@ def test_units_come_from_the_training_region(tmp_path):
 def test_random_patches_refuses_a_patch_larger_than_the_region():
     with pytest.raises(ValueError, match="patch must be in 1..5"):
         tx.random_patches(np.zeros((5, 9), np.uint8), 6, 1, np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("fraction", [0.0, 1.0, 1.5])
+def test_train_fraction_must_leave_both_regions(fraction):
+    with pytest.raises(ValueError, match="train_fraction must be between 0 and 1"):
+        tx.split_texture(bark_like(), 4, train_fraction=fraction)

@@ -27,6 +27,7 @@ al. (2014)'s pixels ``q / 255`` in [0, 1]: :func:`unit_interval`.
 """
 import hashlib
 import http.client
+import math
 import os
 import urllib.error
 import urllib.request
@@ -135,13 +136,13 @@ def find_files(folder):
 def read_mnist(paths, folder):
     """The four IDX files at ``paths`` (in the order of :data:`FILES`), checked to be MNIST-shaped."""
     arrays = [read_idx(p) for p in paths]
-    for images, labels, img_path, lab_path in ((arrays[0], arrays[1], paths[0], paths[1]),
-                                               (arrays[2], arrays[3], paths[2], paths[3])):
-        _check_pair(images, labels, img_path, lab_path)
+    for i in (0, 2):                                                  # (images, labels): training, test
+        _check_pair(arrays[i], arrays[i + 1], paths[i], paths[i + 1])
     return MNIST(*arrays, folder=folder)
 
 
 def _check_pair(images, labels, img_path, lab_path):
+    """Images (n, 28, 28) and n labels in 0..9, or IDXError naming the file at fault."""
     if images.ndim != 3 or images.shape[1:] != (SIDE, SIDE):
         raise IDXError(f"{img_path}: images of shape {images.shape}; MNIST images are (n, {SIDE}, {SIDE})")
     if labels.ndim != 1:
@@ -233,3 +234,10 @@ def samples_to_unit_interval(x0, units):
     ``v = units.to_grey_levels(x0)`` the dequantized grey level (``v in [q, q + 1)`` of grey
     level ``q`` maps to within ``1/510`` of ``q / 255``).  (n, D) float64, not clipped."""
     return (units.to_grey_levels(x0) - 0.5) / 255.0
+
+
+def bound_on_unit_interval(K_nats, units, D):
+    """A bound ``K`` (nats per image on ``x0``) on the Parzen scale ``p = (v - 1/2) / 255``:
+    ``K + D ln(255 / scale)`` nats per image.  Change of variables: ``x0 = (255 p + 1/2 - shift)
+    / scale`` has Jacobian ``(255 / scale)`` per pixel, so ``p_p(p) = p_x0(x0) (255 / scale)^D``."""
+    return K_nats + D * math.log(255.0 / units.scale)

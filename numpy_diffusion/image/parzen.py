@@ -20,8 +20,10 @@ Units.  Its numbers are in nats per image, the log of a density on ``[0, 1]^784`
 Table 2 gives them in bits, the same divided by ``ln 2``: adversarial nets' 225 ± 2
 nats (Goodfellow et al.'s Table 1) is Table 2's 325 ± 2.9 bits, and the diffusion
 model's 317 ± 2.7 bits is 220 ± 1.9 nats; the "perfect model", the same code with
-training images as the samples, 349 ± 3.3 bits.  Bits per image, not per pixel, and
-on a different scale from the bound ``K``: no change of variables connects them.
+training images as the samples, 349 ± 3.3 bits.  Bits per image, not per pixel.  The
+bound ``K`` (nats per image on the unit-variance data) moves to this scale by a change
+of variables, :func:`.mnist.bound_on_unit_interval`; it is then a log density in the
+same unit, though of dequantized images, and a bound where this is an estimate.
 
 What the number is worth (Theis, van den Oord & Bethge 2016): little.  In 784
 dimensions 10,000 kernels cover the data too thinly for the estimate to approach the
@@ -37,12 +39,12 @@ test points), so a chunk holds ``(rows, M)`` numbers and never ``(rows, M, D)``;
 """
 import math
 
-from ..backend import array_module
+from ..backend import array_module, to_host
 from ..bits import LN2, standard_error
 
 SIGMAS = tuple(10.0 ** (-1 + k / 9) for k in range(10))   # numpy.logspace(-1, 0, 10)
-SAMPLES = 10_000                                           # model samples in the mixture
-VALIDATION_IMAGES = 1_000                                  # validation images scoring each sigma
+MODEL_SAMPLES = 10_000                                     # model samples in the mixture
+SIGMA_VALIDATION_IMAGES = 1_000                            # the first 1,000 validation images score each width
 
 
 def parzen_log_likelihood(x, samples, sigmas, *, chunk_elements=2 ** 24):
@@ -50,8 +52,9 @@ def parzen_log_likelihood(x, samples, sigmas, *, chunk_elements=2 ** 24):
 
     Parameters
     ----------
-    x : ndarray of shape (N, D), the points scored (any backend).
-    samples : ndarray of shape (M, D), the kernel centres, same backend.
+    x : ndarray of shape (N, D), the points scored.
+    samples : ndarray of shape (M, D), the kernel centres.  Either on the GPU (CuPy) puts
+        the arithmetic there.
     sigmas : sequence of S floats > 0, kernel widths (same units as ``x``).
     chunk_elements : int
         About how many numbers a chunk's distance matrix holds (rows of ``x`` per chunk:
@@ -61,13 +64,13 @@ def parzen_log_likelihood(x, samples, sigmas, *, chunk_elements=2 ** 24):
     -------
     ll : host float64 ndarray of shape (S, N), nats.
     """
-    xp = array_module(x)
+    xp = array_module(x, samples)
     x, samples = xp.asarray(x, dtype=xp.float64), xp.asarray(samples, dtype=xp.float64)
     sigmas = _check(x, samples, sigmas)
     rows = max(1, chunk_elements // samples.shape[0])
     s2 = (samples ** 2).sum(axis=1)                                        # |s_m|^2   (M,)
     parts = [_chunk(x[i:i + rows], samples, s2, sigmas, xp) for i in range(0, x.shape[0], rows)]
-    return _host(xp.concatenate(parts, axis=1))
+    return to_host(xp.concatenate(parts, axis=1))
 
 
 def _chunk(x, samples, s2, sigmas, xp):
@@ -93,11 +96,6 @@ def _check(x, samples, sigmas):
     if not sigmas or not all(s > 0 and math.isfinite(s) for s in sigmas):
         raise ValueError(f"sigmas must be finite widths > 0, got {sigmas}")
     return sigmas
-
-
-def _host(a):
-    """A host float64 array (CuPy arrays are copied off the device)."""
-    return a.get() if hasattr(a, "get") else a
 
 
 def choose_sigma(samples, x_valid, sigmas=SIGMAS):

@@ -91,6 +91,8 @@ def split_texture(q, patch, *, train_fraction=TRAIN_FRACTION, name="image"):
     Raises TextureError when either region is smaller than a patch or the training
     region has a single grey level.
     """
+    if not 0 < train_fraction < 1:
+        raise ValueError(f"train_fraction must be between 0 and 1 (the share of columns), got {train_fraction}")
     H, W = q.shape
     cut = int(round(train_fraction * W))
     if min(H, cut, W - cut) < patch:
