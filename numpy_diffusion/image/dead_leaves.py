@@ -8,12 +8,13 @@ pixel is covered.  The paper used Theis et al. (2012)'s images, which are not
 public; these are generated here, so results are compared against baselines on
 the same images, not against the paper's numbers alone.
 
-Pipeline and units.  Grey levels are drawn uniform on [0, 1) and quantized to 8 bits
-``q in {0..255}``; dequantization (Theis et al. 2016) adds ``u ~ U[0, 1)`` so that
-``v = q + u`` has a density; fixed constants map ``v`` to unit variance,
-``x0 = (v - SHIFT) / SCALE``.  Every pixel's ``v`` is exactly uniform on
-[0, 256), so ``SHIFT = 128`` and ``SCALE = 256 / sqrt(12)`` make each pixel zero
-mean and unit variance exactly (Table 1's convention), with no estimate.
+Pipeline and units (those of every 8-bit data set here: :mod:`.pixels`).  Grey levels
+are drawn uniform on [0, 1) and quantized to 8 bits ``q in {0..255}``; dequantization
+(Theis et al. 2016) adds ``u ~ U[0, 1)`` so that ``v = q + u`` has a density; fixed
+constants map ``v`` to unit variance, ``x0 = (v - SHIFT) / SCALE``.  Every pixel's
+``v`` is exactly uniform on [0, 256), so ``SHIFT = 128`` and ``SCALE = 256 / sqrt(12)``
+make each pixel zero mean and unit variance exactly (Table 1's convention), with no
+estimate.
 
 A bound ``K`` (nats per image, on ``x0``) is reported two ways:
 
@@ -28,11 +29,16 @@ import math
 
 import numpy
 
-from ..bits import LN2
 from ..validation import check_positive_int
+from .pixels import PixelScale, bits_per_pixel, first_step_ceiling_bits  # noqa: F401  (named here too)
 
 SHIFT = 128.0                                   # grey levels
 SCALE = 256.0 / math.sqrt(12.0)                 # grey levels per unit of x0
+UNITS = PixelScale(SHIFT, SCALE)                # = fit_pixel_scale of grey levels uniform on 0..255
+# The pipeline's three steps with dead leaves' constants (see :class:`.pixels.PixelScale`):
+# dequantize(q, rng) -> x0 (n, D);  to_grey_levels(x0) -> v;  nll_bits_per_dim(K, D) -> bits/dim.
+dequantize, to_grey_levels, nll_bits_per_dim = UNITS.dequantize, UNITS.to_grey_levels, UNITS.nll_bits_per_dim
+data_ceiling_bits, beta_1_at_ceiling = UNITS.data_ceiling_bits, UNITS.beta_1_at_ceiling   # 6.21 bits; 1.07e-5
 L_NULL_BITS = -0.5 * math.log2(2 * math.pi * math.e)   # per pixel, N(0, 1) on unit-variance data
 SAME_GREY = 8.0                                 # grey levels: two pixels closer than this look alike
 
@@ -98,28 +104,6 @@ def quantize(v):
     return numpy.clip(numpy.floor(256 * numpy.asarray(v)), 0, 255).astype(numpy.uint8)
 
 
-def dequantize(q, rng):
-    """8-bit images to unit-variance data: ``x0 = (q + u - SHIFT) / SCALE``, ``u ~ U[0, 1)``.
-
-    Parameters
-    ----------
-    q : host ndarray of uint8, shape (n, size, size) (or any shape: each entry a grey level)
-    rng : numpy.random.Generator, for the dequantization noise ``u``
-
-    Returns
-    -------
-    x0 : host float64 ndarray of shape (n, size * size), one image per row.
-    """
-    v = q.astype(numpy.float64) + rng.uniform(size=q.shape)           # grey levels with a density
-    return ((v - SHIFT) / SCALE).reshape(q.shape[0], -1)
-
-
-def to_grey_levels(x0):
-    """Unit-variance data back to grey levels ``v = SCALE x0 + SHIFT`` (for display): float
-    array shaped like ``x0``, in grey levels (0..256 for data; samples may stray outside)."""
-    return SCALE * numpy.asarray(x0) + SHIFT
-
-
 def flat_neighbour_fraction(x0, size, tol=SAME_GREY):
     """The share of horizontally or vertically adjacent pixel pairs whose grey levels differ by
     less than ``tol`` (default :data:`SAME_GREY`, 8 of 256): high inside flat discs, low in
@@ -130,49 +114,6 @@ def flat_neighbour_fraction(x0, size, tol=SAME_GREY):
     v = to_grey_levels(x0).reshape(-1, size, size)
     pairs = numpy.concatenate([numpy.abs(numpy.diff(v, axis=1)).ravel(), numpy.abs(numpy.diff(v, axis=2)).ravel()])
     return float((pairs < tol).mean())
-
-
-def bits_per_pixel(log_lik_nats, D):
-    """A log likelihood or bound (nats per image on ``x0``) in the paper's unit: bits per pixel."""
-    return log_lik_nats / (D * LN2)
-
-
-def nll_bits_per_dim(log_lik_nats, D):
-    """The same quantity as negative log likelihood in bits per dimension of the 8-bit data:
-    ``log2(SCALE) - K / (D ln 2)`` (change of variables ``v = SCALE x0 + SHIFT``)."""
-    return math.log2(SCALE) - bits_per_pixel(log_lik_nats, D)
-
-
-def first_step_ceiling_bits(beta_1):
-    """The most eq. (14) can give, bits per pixel, with the fixed first step ``beta_1``:
-    ``-1/2 log2(2 pi e beta_1)``.
-
-    Every KL term of eq. (14) is ``>= 0`` and ``H_q(X_T|X_0) <= H_p(X_T)`` (``1 - alpha_bar_T
-    <= 1``), so ``K <= -H_q(X_1|X_0)``, which is ``-1/2 log(2 pi e beta_1)`` per pixel: the
-    entropy of the first step's noise, which the bound charges whatever the network does.
-    It rises by ``1/2 log2(10) = 1.66`` bits for every factor of 10 that ``beta_1`` falls.
-    """
-    return -0.5 * math.log2(2 * math.pi * math.e * beta_1)
-
-
-def data_ceiling_bits(scale=SCALE):
-    """The most any model's log likelihood can give, bits per pixel of the unit-variance data,
-    before the images' own entropy: ``log2(scale)``.
-
-    The data is 8-bit images ``q`` spread uniformly over each grey level's bin, of width
-    ``1 / scale`` in units of ``x0``, so its entropy per pixel is ``H(q) / D - log2(scale)``,
-    and no model's expected ``log2 p(x0)``, nor a bound on it, exceeds minus that entropy:
-    ``log2(scale) - H(q) / D <= log2(scale)`` (6.21 bits for :data:`SCALE`).
-    """
-    return math.log2(scale)
-
-
-def beta_1_at_ceiling(scale=SCALE):
-    """The largest ``beta_1`` whose first-step ceiling reaches the data's:
-    :func:`first_step_ceiling_bits` ``=`` :func:`data_ceiling_bits`, ``beta_1 = 1 / (2 pi e scale^2)``
-    (1.07e-5 for :data:`SCALE`; the dequantization noise's own variance is ``1 / (12 scale^2)``,
-    1.53e-5).  A smaller ``beta_1`` raises no ceiling that binds; a larger one lowers the bound's."""
-    return 1.0 / (2 * math.pi * math.e * scale ** 2)
 
 
 def fit_gaussian(x0, ridge=0.0):
