@@ -291,7 +291,7 @@ params = theta.views
 # samples lie near the roll, still blurred; `python demos/swiss_roll.py` trains 16,000.
 
 # %%
-import swiss_roll as demo                                                        # noqa: E402  demos/swiss_roll.py
+from numpy_diffusion.run.figure1 import draw_figure1                            # noqa: E402
 
 samples, traj = model.sample(params, 2000, numpy.random.default_rng(4), trajectory=True)   # (n, D), (T + 1, n, D)
 show("samples x_0", samples)
@@ -300,5 +300,5 @@ print(f"{100 * on_roll_fraction(samples):.0f} % of the samples lie within 0.05 o
       f"(the default run's: 99 %)")
 os.makedirs(OUT, exist_ok=True)
 path = os.path.join(OUT, "figure1.png")
-t_mid = demo.draw_figure1(model, params, traj, 2000, 0, numpy, path)
+t_mid = draw_figure1(model, params, traj, 2000, 0, numpy, path)
 print(f"wrote {path}: q and p at t = 0, {t_mid} (alpha_bar_t nearest 1/2) and {T}, and the drift")
