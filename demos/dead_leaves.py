@@ -37,7 +37,8 @@ from numpy_diffusion.run.cli import (ArgumentParser, HelpFormatter, add_common_o
 from numpy_diffusion.run.folder import (HELD_OUT_SEED_OFFSET, Progress, guarded, prepare_run, start_or_resume,
                                         train_or_exit)
 from numpy_diffusion.run.speed import blas_threads, usable_cores
-from numpy_diffusion.run.training import TrainConfig, Trainer
+from numpy_diffusion.run.loop import TrainConfig
+from numpy_diffusion.run.training import Trainer
 
 PAPER = {"K": 1.489, "K_minus_L_null": 3.536}             # Table 1, dead leaves, bits/pixel
 DATA_KEYS = ("size", "r_min", "r_max", "n_train")

@@ -44,7 +44,8 @@ from numpy_diffusion.run.cli import (ArgumentParser, HelpFormatter, add_common_o
                                      check_shards, given_options, integer, real, refuse_unused)
 from numpy_diffusion.run.folder import (HELD_OUT_SEED_OFFSET, Progress, guarded, prepare_run, report,
                                         save_array, start_or_resume, train_or_exit)
-from numpy_diffusion.run.training import TrainConfig, Trainer
+from numpy_diffusion.run.loop import TrainConfig
+from numpy_diffusion.run.training import Trainer
 
 PAPER = {"K_bits": -2.414, "K_minus_L_null_bits": 12.024}   # Table 1, binary heartbeat row
 TRUE_LOG_LIKELIHOOD_BITS = math.log2(1 / 5)                 # 5 equally likely sequences: -2.322

@@ -27,7 +27,8 @@ from numpy_diffusion.run.cli import (ArgumentParser, HelpFormatter, add_common_o
                                      check_shards, given_options, integer, real, refuse_unused)
 from numpy_diffusion.run.folder import (HELD_OUT_SEED_OFFSET, Progress, guarded, prepare_run, report,
                                         save_array, start_or_resume, train_or_exit)
-from numpy_diffusion.run.training import TrainConfig, Trainer
+from numpy_diffusion.run.loop import TrainConfig
+from numpy_diffusion.run.training import Trainer
 
 PAPER = {"K_bits": 2.35, "K_minus_L_null_bits": 6.45}      # Table 1, swiss roll row
 DEFAULT = swiss_roll_model().cfg                            # T = 40 (App. D.1.1), the schedule's ends
