@@ -46,7 +46,8 @@ from numpy_diffusion.image import dead_leaves as dl
 from numpy_diffusion.image.model import image_model
 from numpy_diffusion.image.network import ImageNetConfig
 from numpy_diffusion.run.speed import blas_threads, usable_cores
-from numpy_diffusion.run.training import TrainConfig, Trainer
+from numpy_diffusion.run.loop import TrainConfig
+from numpy_diffusion.run.training import Trainer
 
 BATCHES = (1024, 4096, 16384)
 IMAGE_BATCHES = (32, 128)            # the dead-leaves demo's batch, and four times it

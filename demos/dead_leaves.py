@@ -18,29 +18,27 @@ held-out images, paired difference +2.166 ± 0.014.  ``--bump-spacing linear --t
 uniform`` (the paper's readout, uniform t) reached +0.210 in the same run length.
 """
 import os
-import sys
 from dataclasses import asdict
 
 import numpy
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cli import (ArgumentParser, HelpFormatter, add_common_options, check_backend,  # noqa: E402
-                 check_shards, given_options, integer, real, refuse_misfits, refuse_unused)
-from run_folder import (HELD_OUT_SEED_OFFSET, Progress, guarded, prepare_run,  # noqa: E402
-                        start_or_resume, train_or_exit)
-
-from numpy_diffusion.backend import to_host                                                   # noqa: E402
-from numpy_diffusion.bits import standard_error                                               # noqa: E402
-from numpy_diffusion.image import dead_leaves as dl                                           # noqa: E402
-from numpy_diffusion.image import posterior as ip                                             # noqa: E402
-from numpy_diffusion.image.model import ImageDiffusion, evaluate_stratified, image_model      # noqa: E402
-from numpy_diffusion.image.network import ImageNetConfig                                      # noqa: E402
-from numpy_diffusion.posterior.paper import denoise_sample, inpaint_sample                    # noqa: E402
-from numpy_diffusion.posterior.smc import draw_one, smc_denoise, smc_inpaint  # noqa: E402
-from numpy_diffusion.run import plots                                                         # noqa: E402
-from numpy_diffusion.run.checkpoint import save_json                                          # noqa: E402
-from numpy_diffusion.run.speed import blas_threads, usable_cores                              # noqa: E402
-from numpy_diffusion.run.training import TrainConfig, Trainer                                 # noqa: E402
+from numpy_diffusion.backend import to_host
+from numpy_diffusion.bits import standard_error
+from numpy_diffusion.image import dead_leaves as dl
+from numpy_diffusion.image import posterior as ip
+from numpy_diffusion.image.model import ImageDiffusion, evaluate_stratified, image_model
+from numpy_diffusion.image.network import ImageNetConfig
+from numpy_diffusion.posterior.paper import denoise_sample, inpaint_sample
+from numpy_diffusion.posterior.smc import draw_one, smc_denoise, smc_inpaint
+from numpy_diffusion.run import plots
+from numpy_diffusion.run.checkpoint import save_json
+from numpy_diffusion.run.cli import (ArgumentParser, HelpFormatter, add_common_options, check_backend,
+                                     check_shards, given_options, integer, real, refuse_misfits, refuse_unused)
+from numpy_diffusion.run.folder import (HELD_OUT_SEED_OFFSET, Progress, guarded, prepare_run, start_or_resume,
+                                        train_or_exit)
+from numpy_diffusion.run.speed import blas_threads, usable_cores
+from numpy_diffusion.run.loop import TrainConfig
+from numpy_diffusion.run.training import Trainer
 
 PAPER = {"K": 1.489, "K_minus_L_null": 3.536}             # Table 1, dead leaves, bits/pixel
 DATA_KEYS = ("size", "r_min", "r_max", "n_train")

@@ -32,22 +32,20 @@ set the bound here.
 """
 import math
 import os
-import sys
 from dataclasses import asdict
 
 import numpy
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cli import (ArgumentParser, HelpFormatter, add_common_options, check_backend,  # noqa: E402
-                 check_shards, given_options, integer, real, refuse_unused)
-from run_folder import (HELD_OUT_SEED_OFFSET, Progress, guarded, prepare_run, report,  # noqa: E402
-                        save_array, start_or_resume, train_or_exit)
-
-from numpy_diffusion.run import plots                                           # noqa: E402
-from numpy_diffusion.binomial.model import BinomialDiffusion                # noqa: E402
-from numpy_diffusion.run.checkpoint import save_json                        # noqa: E402
-from numpy_diffusion.datasets import exact_heartbeat_fraction, heartbeat    # noqa: E402
-from numpy_diffusion.run.training import TrainConfig, Trainer                   # noqa: E402
+from numpy_diffusion.binomial.model import BinomialDiffusion
+from numpy_diffusion.datasets import exact_heartbeat_fraction, heartbeat
+from numpy_diffusion.run import plots
+from numpy_diffusion.run.checkpoint import save_json
+from numpy_diffusion.run.cli import (ArgumentParser, HelpFormatter, add_common_options, check_backend,
+                                     check_shards, given_options, integer, real, refuse_unused)
+from numpy_diffusion.run.folder import (HELD_OUT_SEED_OFFSET, Progress, guarded, prepare_run, report,
+                                        save_array, start_or_resume, train_or_exit)
+from numpy_diffusion.run.loop import TrainConfig
+from numpy_diffusion.run.training import Trainer
 
 PAPER = {"K_bits": -2.414, "K_minus_L_null_bits": 12.024}   # Table 1, binary heartbeat row
 TRUE_LOG_LIKELIHOOD_BITS = math.log2(1 / 5)                 # 5 equally likely sequences: -2.322

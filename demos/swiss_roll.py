@@ -11,26 +11,24 @@ above the paper").
 """
 import math
 import os
-import sys
 from dataclasses import asdict
 
 import numpy
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cli import (ArgumentParser, HelpFormatter, add_common_options, check_backend,  # noqa: E402
-                 check_shards, given_options, integer, real, refuse_unused)
-from run_folder import (HELD_OUT_SEED_OFFSET, Progress, guarded, prepare_run, report,  # noqa: E402
-                        save_array, start_or_resume, train_or_exit)
-
-from numpy_diffusion.run import plots                                           # noqa: E402
-from numpy_diffusion.backend import to_host                                 # noqa: E402
-from numpy_diffusion.run.checkpoint import save_json                        # noqa: E402
-from numpy_diffusion.bits import standard_error                              # noqa: E402
-from numpy_diffusion.datasets import on_roll_fraction, swiss_roll           # noqa: E402
-from numpy_diffusion.gaussian.likelihood import grouped_estimate, trajectory_log_weights  # noqa: E402
-from numpy_diffusion.gaussian.forward import q_sample_forward                # noqa: E402
-from numpy_diffusion.gaussian.model import GaussianDiffusion, swiss_roll_model     # noqa: E402
-from numpy_diffusion.run.training import TrainConfig, Trainer                   # noqa: E402
+from numpy_diffusion.backend import to_host
+from numpy_diffusion.bits import standard_error
+from numpy_diffusion.datasets import on_roll_fraction, swiss_roll
+from numpy_diffusion.gaussian.likelihood import grouped_estimate, trajectory_log_weights
+from numpy_diffusion.gaussian.model import GaussianDiffusion, swiss_roll_model
+from numpy_diffusion.run import plots
+from numpy_diffusion.run.figure1 import draw_figure1
+from numpy_diffusion.run.checkpoint import save_json
+from numpy_diffusion.run.cli import (ArgumentParser, HelpFormatter, add_common_options, check_backend,
+                                     check_shards, given_options, integer, real, refuse_unused)
+from numpy_diffusion.run.folder import (HELD_OUT_SEED_OFFSET, Progress, guarded, prepare_run, report,
+                                        save_array, start_or_resume, train_or_exit)
+from numpy_diffusion.run.loop import TrainConfig
+from numpy_diffusion.run.training import Trainer
 
 PAPER = {"K_bits": 2.35, "K_minus_L_null_bits": 6.45}      # Table 1, swiss roll row
 DEFAULT = swiss_roll_model().cfg                            # T = 40 (App. D.1.1), the schedule's ends
@@ -118,51 +116,6 @@ def make_trainer(parser, args, given, config, xp, data_fn):
         return Trainer.resume(path, GaussianDiffusion.from_config, data_fn, xp, model_class=GaussianDiffusion,
                               **overrides)[0]
     return start_or_resume(parser, args, given, config, new, resume)
-
-
-def drift_near_data(model, params, times, points):
-    """``f_mu(x_s, s) - x_s`` at points drawn from ``q(x_s)`` (Figure 1, bottom row), keyed by ``times``.
-
-    ``points[s]`` (M, 2) are forward samples at step ``s``: the drift is drawn where the
-    network was trained.  The step ``0 <- 1`` is fixed (App. B.2), so the first column
-    shows the first learned step, ``s = 2``.
-    """
-    drift = {}
-    for t in times:
-        s = max(t, 2)
-        mu, _ = model.p_mean_logvar(params, points[s], s)
-        drift[t] = (points[s], to_host(mu) - points[s], s)
-    return drift
-
-
-def middle_time(tables, alpha_bar=0.9):
-    """Figure 1's middle column: the ``t`` where ``alpha_bar_t`` is nearest 0.9.
-
-    The roll's arms lie about 0.6 apart (standardized units); noise of standard deviation
-    ``sqrt(1 - alpha_bar_t) = 0.3`` blurs them half way, as the paper's middle column
-    shows.  At ``alpha_bar_t = 1/2`` (std 0.7) the roll is already gone from sight."""
-    return int(numpy.argmin(numpy.abs(to_host(tables["alpha_bar"])[1:] - alpha_bar))) + 1
-
-
-def draw_figure1(model, params, traj, n, seed, xp, path, n_arrows=250):
-    """Forward samples ``q`` and reverse samples ``p`` at ``t = 0``, the diffusion half way
-    (:func:`middle_time`) and ``T``; and the drift at forward samples.  Returns the middle ``t``."""
-    tables = model.tables(params)
-    T, t_mid = model.T, middle_time(tables)
-    times = (0, t_mid, T)
-    rng = numpy.random.default_rng(seed + 3)
-    x0 = swiss_roll(n, rng)
-    eps = xp.asarray(rng.standard_normal(x0.shape))
-
-    def q_at(t):
-        return x0 if t == 0 else to_host(q_sample_forward(xp.asarray(x0), xp.full(n, t), eps, tables)[0])
-    q = {t: q_at(t) for t in sorted({*times, 2})}
-    p = {t: to_host(traj[t]) for t in times}
-    drift = drift_near_data(model, params, times, {s: q[s][:n_arrows] for s in q})
-    alpha_bar = to_host(tables["alpha_bar"])
-    labels = {t: f"$t = {t}$, $\\bar\\alpha_t = {alpha_bar[t]:.2f}$" for t in times[1:]}
-    plots.figure1(times, q, p, drift, path, labels=labels)
-    return t_mid
 
 
 def likelihood_and_samples(model, params, samples, eval_size, seed, n_points=500, k=100):

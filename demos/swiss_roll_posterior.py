@@ -10,27 +10,25 @@ default model with demos/swiss_roll.py if the checkpoint does not exist.  Writes
 """
 import math
 import os
+import subprocess
 import sys
 import time
 
 import numpy
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cli import CHECKPOINT, MAX_SEED, ArgumentParser, HelpFormatter, integer, refuse  # noqa: E402
-from run_folder import (check_out_folder, guarded, hold_folder, make_out_folder,  # noqa: E402
-                        read_checkpoint)
-
-from numpy_diffusion.run import plots                                          # noqa: E402
-from numpy_diffusion.backend import to_host                                # noqa: E402
-from numpy_diffusion.run.checkpoint import load_checkpoint, save_json      # noqa: E402
-from numpy_diffusion.datasets import (SWISS_ROLL_MEAN, SWISS_ROLL_STD, U_HIGH, U_LOW,  # noqa: E402
-                                      swiss_roll, swiss_roll_angle_to_point)
-from numpy_diffusion.gaussian.model import GaussianDiffusion, ModelConfig           # noqa: E402
-from numpy_diffusion.nn.network import NetConfig                              # noqa: E402
-from numpy_diffusion.posterior.paper import (denoise_sample, forward_kernel_chain_moments,  # noqa: E402
-                                       inpaint_sample, smooth_sample)
-from numpy_diffusion.posterior.smc import draw_one, smc_denoise, smc_inpaint  # noqa: E402
-from numpy_diffusion.gaussian.schedule import ScheduleConfig                        # noqa: E402
+import numpy_diffusion
+from numpy_diffusion.backend import to_host
+from numpy_diffusion.datasets import (SWISS_ROLL_MEAN, SWISS_ROLL_STD, U_HIGH, U_LOW, swiss_roll,
+                                      swiss_roll_angle_to_point)
+from numpy_diffusion.gaussian.model import GaussianDiffusion, ModelConfig
+from numpy_diffusion.gaussian.schedule import ScheduleConfig
+from numpy_diffusion.nn.network import NetConfig
+from numpy_diffusion.posterior.paper import denoise_sample, forward_kernel_chain_moments, inpaint_sample, smooth_sample
+from numpy_diffusion.posterior.smc import draw_one, smc_denoise, smc_inpaint
+from numpy_diffusion.run import plots
+from numpy_diffusion.run.checkpoint import load_checkpoint, save_json
+from numpy_diffusion.run.cli import CHECKPOINT, MAX_SEED, ArgumentParser, HelpFormatter, fail, integer, refuse
+from numpy_diffusion.run.folder import check_out_folder, guarded, hold_folder, make_out_folder, read_checkpoint
 
 PAPER = ("constant", "annealed")                         # eq. (23) and r^{(T-t)/T}
 INPAINT_AT = (-1.0, 0.0, 0.8)                            # x[0] = a, standardized units
@@ -84,8 +82,8 @@ def check_checkpoint(parser, path):
         if os.path.basename(path) != CHECKPOINT:
             refuse(parser, "--checkpoint", f"{path!r} does not exist (a missing checkpoint is trained only "
                                            f"when it is named {CHECKPOINT}, as demos/swiss_roll.py writes it)")
-        import swiss_roll
-        check_out_folder(parser, os.path.dirname(path) or ".", swiss_roll.OUTPUTS, option="--checkpoint")
+        check_out_folder(parser, os.path.dirname(path) or ".", (CHECKPOINT, "checkpoint.json"),
+                         option="--checkpoint")
         return True
     config = read_checkpoint(parser, path, "GaussianDiffusion", "--checkpoint")[1]
     try:
@@ -98,13 +96,20 @@ def check_checkpoint(parser, path):
     return False
 
 
+def train_default(path):
+    """Train the default model into ``path``'s folder with ``demos/swiss_roll.py``, run as a
+    program of its own (one demo never imports another); exit if it does not finish."""
+    print(f"no checkpoint at {path}; training the default model (demos/swiss_roll.py)", flush=True)
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(numpy_diffusion.__file__)))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+    demo = os.path.join(os.path.dirname(os.path.abspath(__file__)), "swiss_roll.py")
+    code = subprocess.run([sys.executable, demo, "--out", os.path.dirname(path) or "."], env=env).returncode
+    if code != 0 or not os.path.isfile(path):
+        fail(f"error: demos/swiss_roll.py did not write {path} (exit code {code}); see its message above")
+
+
 def load_model(path):
-    """The model and its parameters (the EMA if the checkpoint kept one); trains the default
-    model into ``path``'s folder first if there is no checkpoint there."""
-    if not os.path.isfile(path):
-        import swiss_roll
-        print(f"no checkpoint at {path}; training the default model (demos/swiss_roll.py)", flush=True)
-        swiss_roll.main(["--out", os.path.dirname(path) or "."])
+    """The model and its parameters (the EMA if the checkpoint kept one)."""
     arrays, config = load_checkpoint(path)
     prefix = "ema/" if any(k.startswith("ema/") for k in arrays) else "param/"
     params = {k[len(prefix):]: arrays[k] for k in arrays if k.startswith(prefix)}
@@ -261,9 +266,10 @@ def main(argv=None):
     check_out_folder(parser, args.out, OUTPUTS)
     missing = check_checkpoint(parser, args.checkpoint)
     make_out_folder(parser, args.out)
-    hold_folder(parser, args.out)
-    if missing:
+    if missing:                             # before holding --out: the training may write there too
         make_out_folder(parser, os.path.dirname(args.checkpoint) or ".", option="--checkpoint")
+        train_default(args.checkpoint)
+    hold_folder(parser, args.out)
     model, params, step = load_model(args.checkpoint)
     rng, t0 = numpy.random.default_rng(args.seed), time.perf_counter()
     stage = lambda s: print(f"[{time.perf_counter() - t0:5.0f} s] {s}", flush=True)   # noqa: E731

@@ -6,6 +6,8 @@
 # through one step of training, forward and back, with the library's own functions.
 # Every array's shape is printed; every gradient is composed by hand from the
 # forward/backward pairs and checked, then checked again by finite differences.
+# Sections 1-11 keep the diffusion rates `β_t` fixed; section 12 learns them (§2.4.1),
+# as the swiss-roll demo does by default.
 #
 #     python demos/walkthrough.py            # 10-15 s on a busy 2-core machine
 #
@@ -28,12 +30,16 @@ from numpy_diffusion.gaussian.forward import (q_posterior_forward, q_sample_back
                                               q_sample_forward)
 from numpy_diffusion.gaussian.model import swiss_roll_model                      # noqa: E402
 from numpy_diffusion.gaussian.reverse import p_mean_logvar_forward               # noqa: E402
-from numpy_diffusion.gaussian.schedule import log_snr, schedule_backward, schedule_forward  # noqa: E402
+from numpy_diffusion.gaussian.schedule import (baseline_beta, init_schedule_params, log_snr,  # noqa: E402
+                                               schedule_backward, schedule_forward)
 from numpy_diffusion.gaussian.tables import add_grads, tables_backward, tables_forward  # noqa: E402
 from numpy_diffusion.gradcheck import check_gradient, directional_check         # noqa: E402
-from numpy_diffusion.nn.layers import fourier_forward, linear_forward, tanh_forward  # noqa: E402
-from numpy_diffusion.nn.optim import Adam, ParamVector, cosine_lr               # noqa: E402
-from numpy_diffusion.nn.readout import readout_forward                           # noqa: E402
+from numpy_diffusion.nn.layers import (fourier_forward, linear_backward, linear_forward,  # noqa: E402
+                                       tanh_backward, tanh_forward)
+from numpy_diffusion.nn.optim import Adam, ParamVector                          # noqa: E402
+from numpy_diffusion.nn.readout import readout_backward, readout_forward         # noqa: E402
+from numpy_diffusion.run.figure1 import draw_figure1                            # noqa: E402
+from numpy_diffusion.run.loop import TrainConfig                                # noqa: E402
 
 LN2 = math.log(2)
 OUT = os.environ.get("WALKTHROUGH_OUT", os.path.join("runs", "walkthrough"))
@@ -63,20 +69,23 @@ print(f"x0: shape {x0.shape}, mean {x0.mean(0).round(2)}, variance {x0.var(0).ro
 print(f"L_null = mean log2 pi(x0) = {standard_normal_logpdf(x0).mean() / LN2:+.3f} bits per point")
 
 # %% [markdown]
-# ## 2. The model, the schedule `β_t` and its tables (eq. 2, §2.4.1)
+# ## 2. The model, a fixed schedule `β_t`, and its tables (eq. 2, Table App.1)
 #
-# `swiss_roll_model()` is the demo's default model. Its parameters are one dict of named
-# arrays. The readout starts at zero, so the untrained network outputs `z = 0`; we give
-# it small random values here so that every gradient below is non-zero (at `z = 0` the
-# trunk's gradients are exactly zero, since `dh = dz Wᵀ`).
+# `swiss_roll_model(learn_beta=False)` is the demo's default model with its schedule held
+# fixed (`python demos/swiss_roll.py --fixed-beta`). Its parameters are one dict of named
+# arrays. The readout's weights `W` start at zero, so the untrained network outputs
+# `z = 0`, and every gradient behind the readout is zero as well: the features' gradient
+# is `dh = dz Wᵀ`, zero while `W` is. We give `W` small random values here so that every
+# gradient below is non-zero.
 #
-# The diffusion rates: `β_1` is fixed; `β_2..T` are learned through the coefficients
-# `schedule.w` (`schedule_forward`). Every coefficient the model reads is a table of
-# length `T + 1` indexed by the paper's `t` (`tables_forward`): `α_t = 1 − β_t`,
-# `ᾱ_t = Π_{s≤t} α_s`, and the posterior's `β̃_t` (DDPM's symbols, Ho et al. 2020).
+# The diffusion rates `β_1..T`: `β_1` is a small constant, and the log signal-to-noise
+# ratio `log(ᾱ_t / (1 − ᾱ_t))` falls linearly from there to −4 at `t = T`
+# (`baseline_beta`). Every coefficient the model reads is a table of length `T + 1`
+# indexed by the paper's `t` (`tables_forward`): `α_t = 1 − β_t`, `ᾱ_t = Π_{s≤t} α_s`,
+# and the posterior's `β̃_t` (DDPM's symbols, Ho et al. 2020).
 
 # %%
-model = swiss_roll_model()
+model = swiss_roll_model(learn_beta=False)
 T, param = model.T, model.cfg.param
 params = model.init_params(rng, numpy.float64)                                  # host float64: finite differences need it
 params["readout.W"] = 0.1 * rng.standard_normal(params["readout.W"].shape)
@@ -84,8 +93,8 @@ print(f"T = {T}, reverse kernel '{param}', {sum(v.size for v in params.values())
 for name, v in params.items():
     print(f"  {name:<18} {v.shape}")
 
-beta, s_cache = schedule_forward(model.cfg.schedule, params["schedule.w"])       # (T + 1,)
-tables, t_cache = tables_forward(beta)                                           # dict of (T + 1,) arrays
+beta = baseline_beta(model.cfg.schedule)                                         # (T + 1,), beta[0] = 0
+tables, _ = tables_forward(beta)                                                 # dict of (T + 1,) arrays
 print(f"\n{len(tables)} tables, each of shape {tables['beta'].shape}: {', '.join(tables)}")
 print("   t   beta_t      alpha_bar_t   log SNR_t")
 for s, snr in zip(range(1, T + 1), log_snr(beta)):
@@ -99,12 +108,13 @@ print(f"alpha_bar_t is nearest 1/2 at t = {t_half}: half the signal is gone only
 # ## 3. The forward process: `x_t` from `x_0` (eq. 2; the marginal is DDPM's eq. 4)
 #
 # Composing the one-step kernel `q(x_t | x_{t−1}) = N(√α_t x_{t−1}, β_t I)` gives
-# `x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε`. Each example draws its own `t` uniformly from `2..T`
-# (weight `T − 1`) and its own `ε`: the frozen noise of §2.4.1, passed in.
+# `x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε` (derived in `gaussian/forward.py`). Each example draws
+# its own `t` uniformly from `2..T` (weight `T − 1`) and its own `ε`: the frozen noise of
+# §2.4.1, passed in.
 
 # %%
 t, eps, weights = model.draw(rng, N)                                             # (N,), (N, D), (N,)
-xt, q_cache = q_sample_forward(x0, t, eps, tables)                               # (N, D)
+xt, _ = q_sample_forward(x0, t, eps, tables)                                     # (N, D)
 show("t", t)
 show("eps", eps)
 show("weights (T - 1)", weights)
@@ -114,21 +124,25 @@ for s in (2, t_half, T):
           f"sqrt(1 - alpha_bar_t) = {tables['sqrt_one_minus_alpha_bar'][s]:.2e}")
 
 # %% [markdown]
-# ## 4. The network `z = f(x_t, t)` (App. D.1.1; the readout is eqs. 62–63)
+# ## 4. The network `z = f(x_t, t)` (the readout is eqs. 62–63)
 #
-# Layer by layer, with the pairs of `nn/layers.py` and `nn/readout.py`: Fourier features
-# `[x, sin xB, cos xB]`, two `tanh` layers (the trunk, shared over time), and a readout
-# `z_n = Σ_j g_j(t_n) (h_n W_j + b_j)` over Gaussian bumps `g_j(t)` in time. The output is
-# `z = [z_μ, z_Σ]`. `model.net.forward` runs the same layers (checked equal).
+# Not the paper's network: App. D.1.1 gives the swiss roll a 16-unit normalized
+# radial-basis-function layer (`nn/layers.py: rbf_forward`, `--net rbf`). This one is
+# the project's, layer by layer with the pairs of `nn/layers.py` and `nn/readout.py`:
+# Fourier features `[x, sin xB, cos xB]` (Tancik et al. 2020; fixed random frequencies
+# `B`), two `tanh` layers (the trunk, shared over time), and a readout
+# `z_n = Σ_j g_j(t_n) (h_n W_j + b_j)` over Gaussian bumps `g_j(t)` in time. The output
+# is `z = [z_μ, z_Σ]`. Each forward returns a cache for its backward (section 7).
+# `model.net.forward` runs the same layers (checked equal).
 
 # %%
-feats, _ = fourier_forward(xt, params["trunk.fourier_B"])                        # (N, D + 2F)
-a0, _ = linear_forward(feats, params["trunk.W0"], params["trunk.b0"])            # (N, H)
-h0, _ = tanh_forward(a0)
-a1, _ = linear_forward(h0, params["trunk.W1"], params["trunk.b1"])               # (N, H)
-h1, _ = tanh_forward(a1)
+feats, c_fourier = fourier_forward(xt, params["trunk.fourier_B"])                # (N, D + 2F)
+a0, c_lin0 = linear_forward(feats, params["trunk.W0"], params["trunk.b0"])      # (N, H)
+h0, c_tanh0 = tanh_forward(a0)                                                   # (N, H)
+a1, c_lin1 = linear_forward(h0, params["trunk.W1"], params["trunk.b1"])         # (N, H)
+h1, c_tanh1 = tanh_forward(a1)                                                   # (N, H)
 G = model.net.basis(numpy, numpy.float64)                                        # (T + 1, J): row t is g(t)
-z, _ = readout_forward(h1, t, params["readout.W"], params["readout.b"], G)      # (N, 2 D)
+z, c_read = readout_forward(h1, t, params["readout.W"], params["readout.b"], G)  # (N, 2 D)
 for name, v in (("x_t", xt), ("[x, sin xB, cos xB]", feats), ("x W0 + b0", a0), ("tanh", h0),
                 ("h W1 + b1", a1), ("tanh: features h", h1), ("basis G", G), ("g(t_n)", G[t]),
                 ("z = [z_mu, z_Sigma]", z)):
@@ -145,7 +159,7 @@ print("model.net.forward gives the same z")
 # with `v = σ(z_Σ)`, which never falls below the posterior's `β̃_t` (§2.6 motivates the range).
 
 # %%
-(mu_p, logvar_p), p_cache = p_mean_logvar_forward(z, xt, t, tables, param=param)   # (N, D), (N, D)
+(mu_p, logvar_p), _ = p_mean_logvar_forward(z, xt, t, tables, param=param)      # (N, D), (N, D)
 show("mu_p", mu_p)
 show("logvar_p", logvar_p)
 print("   t   log beta_tilde_t   log Sigma (both coordinates)   log beta_t")
@@ -186,30 +200,36 @@ print(f"held-out, every t summed: K = {res['K_bits']:+.3f} ± {res['K_bits_stder
       f"t = {int(numpy.argmax(res['kl_bits_by_t']))} ({res['kl_bits_by_t'].max():.2f} bits)")
 
 # %% [markdown]
-# ## 7. The backward pass, pair by pair (§2.4.1)
+# ## 7. The backward pass, pair by pair
 #
-# Each `_backward` takes the upstream gradients and the cache its `_forward` returned.
-# `bound_backward` gives the gradient with respect to the network's output `z`, the
-# direct gradient with respect to `x_t`, and the gradient with respect to the tables;
-# the network's backward gives its parameters' gradients and its input's; because `β`
-# is learned, `x_t`'s total gradient runs back through `q_sample`, then the tables,
-# then the schedule, to `schedule.w`. This is `GaussianDiffusion.loss_and_grads`, line
-# for line (checked equal).
+# Each `_backward` takes the upstream gradient and the cache its `_forward` returned,
+# in the reverse order of section 4. `bound_backward` gives the gradient with respect
+# to the network's output `z` (and, for section 12, with respect to `x_t` and the
+# tables: with a fixed `β` neither leads to a parameter). Then the readout, the second
+# `tanh` layer, the first; the Fourier frequencies `B` are fixed and `x_t` is data here,
+# so the chain stops at `W0` (`need_dx=False`). The result is checked equal to the
+# network's own backward, `model.net.backward`, and to `GaussianDiffusion.loss_and_grads`.
 
 # %%
-dz, dxt, dtables = bound_backward(1.0, b_cache)                                  # (N, 2D), (N, D), dict
-dxt_net, grads = model.net.backward(dz, net_cache, need_dxt=True)                # (N, D), dict keyed like params
-dtables = add_grads(dtables, q_sample_backward(dxt + dxt_net, q_cache))          # x_t = sqrt(abar) x0 + ...
-dbeta = tables_backward(dtables, t_cache)                                        # (T + 1,)
-grads["schedule.w"] = schedule_backward(dbeta, s_cache)                          # (T - 1,)
+dz, _, _ = bound_backward(1.0, b_cache)                                          # (N, 2 D)
+dh1, dW_read, db_read = readout_backward(dz, c_read)                             # (N, H), (H, J, 2 D), (J, 2 D)
+da1 = tanh_backward(dh1, c_tanh1)                                                # (N, H)
+dh0, dW1, db1 = linear_backward(da1, c_lin1)                                     # (N, H), (H, H), (H,)
+da0 = tanh_backward(dh0, c_tanh0)                                                # (N, H)
+_, dW0, db0 = linear_backward(da0, c_lin0, need_dx=False)                        # (D + 2F, H), (H,)
+grads = {"trunk.W0": dW0, "trunk.b0": db0, "trunk.W1": dW1, "trunk.b1": db1,
+         "trunk.fourier_B": numpy.zeros_like(params["trunk.fourier_B"]),        # fixed: no gradient
+         "readout.W": dW_read, "readout.b": db_read}
 print("gradient of the loss -K (nats) with respect to each parameter array:")
 for name in params:
     print(f"  {name:<18} {str(grads[name].shape):<14} |grad| = {numpy.linalg.norm(grads[name]):.3e}")
-print("(fourier_B: the frequencies are fixed, so their gradient is set to zero)")
 
+_, grads_net = model.net.backward(dz, net_cache, need_dxt=False)
+assert all(numpy.array_equal(grads[k], grads_net[k]) for k in params)
+print("pair by pair, the same as model.net.backward")
 loss_model, grads_model = model.loss_and_grads(params, x0, t, eps, weights)
 assert loss_model == float(loss)
-assert all(numpy.allclose(grads[k], grads_model[k], rtol=1e-12, atol=0) for k in params)
+assert all(numpy.array_equal(grads[k], grads_model[k]) for k in params)
 print("equal to model.loss_and_grads")
 
 # %% [markdown]
@@ -222,11 +242,11 @@ print("equal to model.loss_and_grads")
 # the trained parameters at once.
 
 # %%
-def loss_at(params):
+def loss_at(params, model=model):
     return model.loss_and_grads(params, x0, t, eps, weights)[0]
 
 
-for name in ("readout.b", "trunk.b1", "schedule.w"):
+for name in ("readout.b", "trunk.b1", "trunk.b0"):
     err = check_gradient(lambda _: loss_at(params), params[name], grads[name], delta=1e-5)  # perturbs in place
     print(f"  {name:<12} {params[name].size:>4} entries: relative error {err:.1e}")
 
@@ -251,7 +271,7 @@ print(f"  all {trained.flat.size} trained parameters along one random direction:
 
 # %%
 theta = ParamVector.from_arrays(params)                                          # (P,) with named views
-g = theta.zeros_like()
+g = theta.zeros_like()                                                           # (P,), the same views
 for name, v in grads.items():
     g[name][...] = v
 opt = Adam(theta.flat.size, lr=1e-3)
@@ -263,23 +283,24 @@ print(f"{theta.flat.size} parameters; {int((moved > 0).sum())} moved, each by "
 print(f"loss on the same batch: {loss_model:.4f} -> {loss_at(theta.views):.4f} nats")
 
 # %% [markdown]
-# ## 10. A short training (the trainer's loop, `run/training.py`, without its checkpoints)
+# ## 10. Training: the plain loop (`run/loop.py: train_plain`)
 #
-# A fresh batch, fresh `t` and `ε` each step; the learning rate warms up, then decays
-# (cosine). The held-out bound, every `t` summed, rises.
+# A fresh batch, fresh `t` and `ε` each step, the loss and its gradient, one Adam step;
+# the learning rate warms up, then decays (cosine). These are `train_plain`'s lines, with
+# a held-out evaluation every 100 steps; `run/training.py`'s `Trainer` runs the same loop
+# with shards, divergence checks and checkpoints (and gives the same parameters with one
+# shard). The held-out bound, every `t` summed, rises.
 
 # %%
-steps, batch = 400, 256
-curve = []
-for step in range(steps):
-    x_batch = swiss_roll(batch, rng)
-    loss, grads = model.loss_and_grads(theta.views, x_batch, *model.draw(rng, batch))
+cfg = TrainConfig(steps=400, batch_size=256, lr=3e-3, warmup=20, final_lr_fraction=0.05)
+for step in range(cfg.steps):
+    x_batch = swiss_roll(cfg.batch_size, rng)                                    # (N, D) fresh data
+    loss, grads = model.loss_and_grads(theta.views, x_batch, *model.draw(rng, cfg.batch_size))  # t, eps, weights
     for name, v in grads.items():
-        g[name][...] = v
-    opt.step(theta.flat, g.flat, lr=cosine_lr(step, steps, 3e-3, final_fraction=0.05, warmup=20))
+        g[name][...] = v                                                         # into the flat gradient
+    opt.step(theta.flat, g.flat, cfg.lr_at(step))
     if (step + 1) % 100 == 0:
         res = model.evaluate(theta.views, held_out, numpy.random.default_rng(2))
-        curve.append(res["K_bits"])
         print(f"  step {step + 1:>4}: held-out K = {res['K_bits']:+.3f} ± {res['K_bits_stderr']:.3f} bits")
 params = theta.views
 
@@ -287,18 +308,58 @@ params = theta.views
 # ## 11. Sampling, and Figure 1 (eqs. 4, 5, 44)
 #
 # `x_T ~ π = N(0, I)`, then the learned kernel for `t = T..2`, then the fixed last step
-# `p(x_0 | x_1) = N(√α_1 x_1, β_1 I)` (App. B.2, eq. 44). After a few hundred steps the
-# samples lie near the roll, still blurred; `python demos/swiss_roll.py` trains 16,000.
+# `p(x_0 | x_1) = N(√α_1 x_1, β_1 I)` (App. B.2, eq. 44). The trajectory is indexed by
+# `t`: `traj[t]` is `x_t`, `traj[T]` the start and `traj[0]` the sample. After a few
+# hundred steps the samples lie near the roll, still blurred; `python demos/swiss_roll.py`
+# trains 16,000. Figure 1's middle column is where `ᾱ_t` is nearest 0.9 (noise of
+# standard deviation 0.3, half the distance between the roll's arms).
 
 # %%
-import swiss_roll as demo                                                        # noqa: E402  demos/swiss_roll.py
-
 samples, traj = model.sample(params, 2000, numpy.random.default_rng(4), trajectory=True)   # (n, D), (T + 1, n, D)
 show("samples x_0", samples)
-show("trajectory x_T..x_0", traj)
+show("trajectory x_t, t = 0..T", traj)
 print(f"{100 * on_roll_fraction(samples):.0f} % of the samples lie within 0.05 of the roll "
       f"(the default run's: 99 %)")
 os.makedirs(OUT, exist_ok=True)
 path = os.path.join(OUT, "figure1.png")
-t_mid = demo.draw_figure1(model, params, traj, 2000, 0, numpy, path)
-print(f"wrote {path}: q and p at t = 0, {t_mid} (alpha_bar_t nearest 1/2) and {T}, and the drift")
+t_mid = draw_figure1(model, params, traj, 2000, 0, numpy, path)
+print(f"wrote {path}: q and p at t = 0, {t_mid} (alpha_bar_t nearest 0.9) and {T}, and the drift")
+
+# %% [markdown]
+# ## 12. A learned schedule (§2.4.1)
+#
+# The paper learns `β_2..T` too, by gradient ascent on `K` through the frozen noise; so
+# does the demo's default model, `swiss_roll_model()`. Here `β` comes from learned
+# coefficients `schedule.w` (`schedule_forward`; this form keeps both ends of the log
+# SNR fixed and learns how the `T − 1` steps between them are spent; its initial `w` gives
+# the fixed schedule above). Now `x_t`, the posterior, the reverse kernel and the
+# entropies all depend on `β`, so the backward pass of section 7 gains three steps, each
+# the backward of one forward: the tables' gradient from the bound and from `q_sample`
+# (fed by the bound's direct `dx_t` and the network's input gradient), `tables_backward`
+# to `dβ` (its docstring derives it), `schedule_backward` to `dw`.
+
+# %%
+learned = swiss_roll_model()
+params_l = {**params, "schedule.w": init_schedule_params(learned.cfg.schedule)}  # the trained network
+beta_l, s_cache = schedule_forward(learned.cfg.schedule, params_l["schedule.w"])  # (T + 1,)
+print(f"schedule.w {params_l['schedule.w'].shape}: beta from w equals the fixed beta to "
+      f"{numpy.max(abs(beta_l[1:] / beta[1:] - 1)):.0e} (relative)")
+tables_l, t_cache = tables_forward(beta_l)                                       # dict of (T + 1,) arrays
+xt_l, q_cache = q_sample_forward(x0, t, eps, tables_l)                           # (N, D)
+z_l, net_cache_l = learned.net.forward(xt_l, t, params_l)                        # (N, 2 D)
+loss_l, b_cache_l = bound_forward(z_l, x0, xt_l, t, weights, tables_l, param=param)
+dz, dxt, dtables = bound_backward(1.0, b_cache_l)                                # (N, 2 D), (N, D), dict
+dxt_net, grads_l = learned.net.backward(dz, net_cache_l, need_dxt=True)          # section 7, now with dx_t
+dtables = add_grads(dtables, q_sample_backward(dxt + dxt_net, q_cache))          # x_t = sqrt(abar) x0 + ...
+dbeta = tables_backward(dtables, t_cache)                                        # (T + 1,)
+grads_l["schedule.w"] = schedule_backward(dbeta, s_cache)                        # (T - 1,)
+print(f"tables read: {', '.join(sorted(dtables))}")
+show("d loss / d beta", dbeta)
+show("d loss / d schedule.w", grads_l["schedule.w"])
+loss_lm, grads_lm = learned.loss_and_grads(params_l, x0, t, eps, weights)
+assert loss_lm == float(loss_l)
+assert all(numpy.allclose(grads_l[k], grads_lm[k], rtol=1e-12, atol=0) for k in params_l)
+print("equal to learned.loss_and_grads")
+err = check_gradient(lambda _: loss_at(params_l, learned), params_l["schedule.w"], grads_l["schedule.w"],
+                     delta=1e-5)
+print(f"  {'schedule.w':<12} {params_l['schedule.w'].size:>4} entries: relative error {err:.1e}")

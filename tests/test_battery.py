@@ -19,14 +19,14 @@ import sys
 import numpy as np
 import pytest
 
+from numpy_diffusion.run import folder
+from numpy_diffusion.run.checkpoint import load_checkpoint, save_checkpoint
+
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "demos"))
-import run_folder  # noqa: E402
 import dead_leaves  # noqa: E402
 import heartbeat  # noqa: E402
 import swiss_roll  # noqa: E402
 import swiss_roll_posterior  # noqa: E402
-
-from numpy_diffusion.run.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 
 COMMON = {
     "--seed": ["-1", "1.5", "x", "nan", str(2 ** 63)],
@@ -228,7 +228,7 @@ def test_an_unusable_out_folder_is_refused_before_any_work(name, tmp_path, capsy
     else:                                                    # root writes anywhere: as if read-only
         def denied(*a, **k):
             raise PermissionError(13, "Permission denied")
-        monkeypatch.setattr(run_folder.tempfile, "mkstemp", denied)
+        monkeypatch.setattr(folder.tempfile, "mkstemp", denied)
     err = refused(capsys, main, tiny + ["--out", str(locked)], "--out")
     assert "cannot write to" in err and "Permission denied" in err
     monkeypatch.undo()

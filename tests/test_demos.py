@@ -1,12 +1,33 @@
 """The demos run end to end on a tiny budget and write what they promise."""
+import ast
 import json
 import os
+import subprocess
 import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "demos"))
+DEMOS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "demos")
+sys.path.insert(0, DEMOS)
 import swiss_roll  # noqa: E402
+
+
+def test_demos_import_the_package_and_nothing_else_of_the_project():
+    """No demo changes ``sys.path`` or imports another demo: what they share (the command
+    line, the run folder, the figures) lives in ``numpy_diffusion.run``."""
+    names = {f[:-3] for f in os.listdir(DEMOS) if f.endswith(".py")}
+    for name in sorted(names):
+        with open(os.path.join(DEMOS, name + ".py"), encoding="utf-8") as f:
+            source = f.read()
+        assert "sys.path" not in source, name
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.Import):
+                modules = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                modules = [node.module or ""]
+            else:
+                continue
+            assert not {m.split(".")[0] for m in modules} & names, f"{name} imports {modules}"
 
 
 def test_swiss_roll_demo_writes_its_outputs(tmp_path, capsys):
@@ -75,6 +96,26 @@ def test_posterior_demo_on_a_tiny_checkpoint(tmp_path, capsys):
         assert key in metrics, key
     a = next(iter(metrics["inpainting"].values()))
     assert 0 <= a["smc"]["inpaint_on_roll_fraction"] <= 1 and 0 <= a["smc"]["inpaint_crossing_tv"] <= 1
+
+
+def test_posterior_demo_trains_a_missing_checkpoint_with_the_swiss_roll_demo(tmp_path, monkeypatch, capsys):
+    """A missing checkpoint is trained by ``demos/swiss_roll.py`` run as a program of its own
+    (here shortened to 20 steps), from another folder and without ``$PYTHONPATH``."""
+    import swiss_roll_posterior
+    commands, run = [], subprocess.run
+
+    def short(command, **kwargs):
+        commands.append(command)
+        return run(command + ["--steps", "20", "--batch-size", "64", "--eval-size", "200", "--n-samples", "50"],
+                   cwd=tmp_path, **kwargs)
+    monkeypatch.setattr(swiss_roll_posterior.subprocess, "run", short)
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    ck = tmp_path / "roll" / "checkpoint.npz"
+    swiss_roll_posterior.main(["--checkpoint", str(ck), "--out", str(tmp_path / "post"), "--particles", "20",
+                               "--samples", "20", "--denoise-points", "2", "--denoise-particles", "10"])
+    assert len(commands) == 1 and commands[0][1].endswith(os.path.join("demos", "swiss_roll.py"))
+    assert ck.is_file() and (tmp_path / "post" / "posterior.png").is_file()
+    assert "training the default model" in capsys.readouterr().out
 
 
 def test_benchmark_quick_prints_json_lines(capsys):

@@ -11,7 +11,8 @@ from numpy_diffusion.datasets import swiss_roll
 from numpy_diffusion.gaussian.model import GaussianDiffusion, ModelConfig
 from numpy_diffusion.nn.network import NetConfig
 from numpy_diffusion.gaussian.schedule import ScheduleConfig
-from numpy_diffusion.run.training import TrainConfig, Trainer
+from numpy_diffusion.run.loop import TrainConfig
+from numpy_diffusion.run.training import Trainer
 
 T = 20
 

@@ -16,7 +16,8 @@ from numpy_diffusion.nn.network import NetConfig
 from numpy_diffusion.run.speed import (auto_shards, blas_control, blas_threads, raise_malloc_thresholds,
                                        shard_slices)
 from numpy_diffusion.gaussian.schedule import ScheduleConfig
-from numpy_diffusion.run.training import TrainConfig, Trainer
+from numpy_diffusion.run.loop import TrainConfig
+from numpy_diffusion.run.training import Trainer
 
 
 def swiss_model():

@@ -99,9 +99,42 @@ def tables_backward(dtables, cache):
 
     Returns
     -------
-    dbeta : host float64 ndarray of shape (T + 1,); ``dbeta[0] = 0``.  Every table
-    is a function of ``beta_t`` and of ``L = log alpha_bar``, ``M = log(1 - alpha_bar)``
-    at ``t`` and ``t - 1``; gradients collect in ``gb``, ``gL``, ``gM`` over ``t = 1..T``.
+    dbeta : host float64 ndarray of shape (T + 1,); ``dbeta[0] = 0``.
+
+    **Derivation.**  Write ``b_t = beta_t`` and, as :func:`tables_forward` computes them,
+    ``L_t = log alpha_bar_t = sum_{s<=t} log(1 - b_s)`` and ``M_t = log(1 - alpha_bar_t)
+    = log(1 - exp(L_t))``.  Every table at ``t`` is a function of ``b_t`` and of ``L``
+    and ``M`` at ``t`` and ``t - 1``::
+
+        sqrt_alpha_bar_t           = exp(L_t / 2)
+        sqrt_one_minus_alpha_bar_t = exp(M_t / 2)
+        log_one_minus_alpha_bar_t  = M_t
+        sqrt_alpha_t               = sqrt(1 - b_t)
+        sqrt_beta_t                = sqrt(b_t)
+        log_beta_t                 = log b_t
+        logit_beta_t               = log b_t - log(1 - b_t)
+        log_beta_tilde_t           = M_{t-1} + log b_t - M_t
+        post_coef_x0_t   (c0_t)    = exp(L_{t-1} / 2 - M_t) b_t
+        post_coef_xt_t   (ct_t)    = exp(log(1 - b_t) / 2 + M_{t-1} - M_t)
+
+    With ``g_X(t)`` the gradient with respect to table ``X`` at ``t`` (``dtables``), the
+    chain rule runs in three stages, the three groups of lines below.
+
+    1. Each table's partial derivatives, ``L`` and ``M`` held fixed: ``gb_t =
+       sum_X g_X(t) dX_t/db_t``; ``gL_t`` and ``gM_t`` collect from the tables at ``t``
+       that read ``L_t`` or ``M_t`` and from those at ``t + 1`` that read them as
+       ``L_{(t+1)-1}``, ``M_{(t+1)-1}``.  For example ``gM_t = g_log_beta_tilde(t + 1)
+       - g_log_beta_tilde(t) + ...``.  (``L_0 = 0`` and ``M_0 = -inf`` are constants:
+       what falls on index 0 is dropped.)
+    2. ``M`` through ``L``: ``dM_t/dL_t = -exp(L_t) / (1 - exp(L_t)) = -alpha_bar_t /
+       (1 - alpha_bar_t)``, so ``gL_t += gM_t dM_t/dL_t``.
+    3. ``L`` through ``b``: ``b_s`` enters every ``L_t`` with ``t >= s``, each time with
+       ``dL_t/db_s = -1 / (1 - b_s)``, so::
+
+           dbeta_s = gb_s - (sum_{t=s..T} gL_t) / (1 - b_s).
+
+       A cumulative sum's transpose is the cumulative sum taken from the other end:
+       hence the reversed cumsum of the last line.
     """
     unknown = set(dtables) - set(DIFFERENTIABLE)
     if unknown:
@@ -113,6 +146,7 @@ def tables_backward(dtables, cache):
     d.update({k: numpy.asarray(g, dtype=numpy.float64)[1:] for k, g in zip(names, stacked)})
     beta, alpha, c0, ct = tab["beta"], tab["alpha"], tab["post_coef_x0"], tab["post_coef_xt"]
     gL, gM = numpy.zeros(beta.size + 1), numpy.zeros(beta.size + 1)   # index t = 0..T
+    # 1. partial derivatives, L and M held fixed
     gb = d["sqrt_beta"] / (2 * tab["sqrt_beta"])                    # d sqrt(b)/db = 1 / (2 sqrt(b))
     gb -= d["sqrt_alpha"] / (2 * tab["sqrt_alpha"])                 # d sqrt(1-b)/db = -1 / (2 sqrt(1-b))
     gb += d["log_beta"] / beta                                      # d log(b)/db = 1/b
@@ -125,7 +159,9 @@ def tables_backward(dtables, cache):
     gM[1:] += d["log_one_minus_alpha_bar"]                          # dM/dM = 1
     gM[1:] -= d["log_beta_tilde"] + d["post_coef_x0"] * c0 + d["post_coef_xt"] * ct  # d/dM_t = -1, -c0, -ct
     gM[:-1] += d["log_beta_tilde"] + d["post_coef_xt"] * ct         # d/dM_{t-1} = 1, ct
+    # 2. M through L
     gL[1:] -= gM[1:] * tab["alpha_bar"] / tab["one_minus_alpha_bar"]  # dM/dL = -alpha_bar / (1 - alpha_bar)
+    # 3. L through b: sum_{t >= s} gL_t, a reversed cumulative sum
     gb -= numpy.cumsum(gL[1:][::-1])[::-1] / alpha                  # L_t = sum_{s<=t} log(1 - b_s)
     return numpy.concatenate([[0.0], gb])
 

@@ -1,93 +1,39 @@
-"""The training loop: Adam on the flat parameter vector, checkpoints, exact resume.
+"""The trainer: the loop of :func:`.loop.train_plain`, made fit for long runs.
 
-The loop is model-agnostic.  A model is any object with
+It takes the same model (the interface in :mod:`loop`), the same
+:class:`~.loop.TrainConfig` and the same random stream: with one shard and no EMA
+it gives the plain loop's parameters bit for bit (tested).  What it adds:
 
-- ``init_params(rng, dtype) -> dict`` of host arrays,
-- ``draw(rng, N) -> tuple`` of host arrays, each with ``N`` rows: the random
-  part of a minibatch other than the data (time steps, noise, weights),
-- ``loss_and_grads(params, x0, *drawn) -> (loss, grads)``:
-  ``loss`` is the minibatch estimate of ``-K`` in nats per example (a mean over
-  the rows), ``grads`` a dict keyed like ``params``,
-- ``config() -> dict`` (JSON-able) and ``from_config(dict)``.
+- checkpoints and exact resume: the generator's state is saved with the
+  parameters and Adam's moments, so a resumed run continues exactly as if
+  uninterrupted;
+- divergence checks: a run that diverges stops with
+  :class:`~.divergence.TrainingDiverged`, naming the step, before the step's
+  update is applied and before anything diverged is saved (:mod:`divergence`
+  says when a run has diverged);
+- speed, outside the models' formulas (:mod:`speed`): on the CPU a step may run
+  its batch as several shards in threads (the shard count is part of the config,
+  so it too is fixed for a run), and the process keeps freed memory for the next
+  step instead of returning it to the operating system;
+- an exponential moving average of the parameters, for evaluation.
 
-One seed makes one ``numpy.random.Generator``, which draws the data, the time
-steps and the noise in a fixed order; its state is saved in the checkpoint,
-so a run resumed from a checkpoint continues exactly as if uninterrupted.
-Speed lives here, outside the models' formulas (:mod:`speed`): on the CPU a
-step may run its batch as several shards in threads (the shard count is part
-of the config, so it too is fixed for a run), and the process keeps freed
-memory for the next step instead of returning it to the operating system.
 The library never prints: pass ``callback`` to see progress.
-
-A run that diverges stops with :class:`~.divergence.TrainingDiverged`, naming
-the step, before the step's update is applied and before anything diverged is
-saved (:mod:`divergence` says when a run has diverged).
 """
 import json
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 
 import numpy
 
 from .checkpoint import CheckpointError, check_model_class, load_checkpoint, save_checkpoint
 from .divergence import (EXPLOSION_STEPS, TrainingDiverged, check_held_out, check_minibatch,
                          probe_loss)
-from ..nn.optim import Adam, ParamVector, cosine_lr
-from ..validation import ScheduleError, check_choice, check_positive_int
+from ..nn.optim import Adam, ParamVector
+from ..validation import ScheduleError
+from .loop import TrainConfig
 from .speed import auto_shards, blas_threads, raise_malloc_thresholds, shard_slices
-
-
-@dataclass
-class TrainConfig:
-    """Optimization settings.
-
-    Attributes
-    ----------
-    steps : int              total Adam steps.
-    batch_size : int         examples per step.
-    lr : float               peak learning rate.
-    lr_schedule : str        ``'cosine'`` (warm-up then cosine decay) or ``'constant'``.
-    warmup : int             warm-up steps.
-    final_lr_fraction : float  cosine floor, as a fraction of ``lr``.
-    seed : int               the one seed of the run.
-    dtype : str              ``'float32'`` or ``'float64'`` for the network and Adam.
-    ema_decay : float        decay of an exponential moving average of the
-                             parameters used for evaluation and sampling (0: off).
-    shards : int             threads a step splits its batch over (:mod:`speed`);
-                             0: chosen by the trainer (one per core on NumPy, 1 on CuPy).
-    """
-    steps: int = 20_000
-    batch_size: int = 1024
-    lr: float = 1e-3
-    lr_schedule: str = "cosine"
-    warmup: int = 200
-    final_lr_fraction: float = 0.01
-    seed: int = 0
-    dtype: str = "float32"
-    ema_decay: float = 0.0
-    shards: int = 0
-
-    def __post_init__(self):
-        check_positive_int("steps", self.steps, 0)
-        check_positive_int("batch_size", self.batch_size)
-        check_positive_int("shards", self.shards, 0)
-        if self.shards > self.batch_size:
-            raise ValueError(f"shards ({self.shards}) must not exceed batch_size ({self.batch_size})")
-        check_positive_int("warmup", self.warmup, 0)
-        check_choice("lr_schedule", self.lr_schedule, ("cosine", "constant"))
-        check_choice("dtype", self.dtype, ("float32", "float64"))
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
-        if not 0 <= self.ema_decay < 1:
-            raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
-
-    def lr_at(self, step):
-        """Learning rate for 0-based ``step``."""
-        if self.lr_schedule == "constant":
-            return self.lr
-        return cosine_lr(step, self.steps, self.lr, self.final_lr_fraction, self.warmup)
 
 
 class Trainer:
@@ -95,7 +41,7 @@ class Trainer:
 
     Parameters
     ----------
-    model : object with the interface in the module docstring.
+    model : object with the interface in :mod:`loop`'s docstring.
     data_fn : callable ``(n, rng) -> host ndarray (n, D)``, fresh training data.
     cfg : TrainConfig
     xp : array module (NumPy or CuPy) from :mod:`backend`.

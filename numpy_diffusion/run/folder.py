@@ -1,6 +1,9 @@
-"""A run's output folder: checked before any work, locked while the run works, its
-checkpoint continued or replaced only when asked; progress, the exit on divergence,
-the Table 1 report.
+"""A run's output folder, for the demos' command line: checked before any work, locked while
+the run works, its checkpoint continued or replaced only when asked; progress, the exit on
+divergence, the Table 1 report.
+
+Like :mod:`cli`, this module belongs to the command line the demos share: it prints and
+exits on their behalf (the rest of the package never does).
 
 What a training demo promises here, before any work starts: the folder can be
 written (a file, a path under a file or a read-only folder is refused); no other
@@ -24,10 +27,10 @@ except ImportError:                                         # no flock (Windows)
 
 import numpy
 
-from cli import CHECKPOINT, fail, refuse
-from numpy_diffusion.run.checkpoint import (TMP_PREFIX, CheckpointError, atomic_write, load_checkpoint,
-                                            model_class_of, remove_stale_temporaries)
-from numpy_diffusion.run.training import TrainingDiverged
+from .checkpoint import (TMP_PREFIX, CheckpointError, atomic_write, load_checkpoint, model_class_of,
+                         remove_stale_temporaries)
+from .cli import CHECKPOINT, fail, refuse
+from .training import TrainingDiverged
 
 HELD_OUT_SEED_OFFSET = 1_000_003                            # held-out data: another seed
 RESUME_MAY_CHANGE = {"steps", "lr", "out", "resume", "overwrite", "backend", "eval_every",

@@ -1,18 +1,20 @@
-"""The demos' command line: every option checked against its range, refusals in one line.
+"""The command line the demos share: every option checked against its range, refusals in one line.
 
-The library never prints; these helpers are the demos' own.  A value outside
-its range, an unknown choice, a wrong type, NaN or infinity, or an option that
-would go unused is refused before any work starts, in one line,
+This module and :mod:`folder` belong to the command line, not to the library:
+they print and exit on behalf of the demos (``demos/*.py``), and they are the
+only modules of the package that do; everything else returns numbers and arrays.
+
+A value outside its range, an unknown choice, a wrong type, NaN or infinity, or
+an option that would go unused is refused before any work starts, in one line,
 ``error: argument --x: invalid value 'v': allowed: ...``, with argparse's exit
-code 2 and no traceback.  What happens in the output folder is
-:mod:`run_folder`'s.
+code 2 and no traceback.  What happens in the output folder is :mod:`folder`'s.
 """
 import argparse
 import math
 import re
 import sys
 
-from numpy_diffusion.backend import BackendError, get_backend
+from ..backend import BackendError, get_backend
 
 MAX_SEED = 2 ** 63 - 1
 CHECKPOINT = "checkpoint.npz"
