@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from numpy_diffusion.image.unet import UNet, UNetConfig, maps_from_z, param_shapes, unet_backward, z_from_maps
+from numpy_diffusion.image.unet import UNet, maps_from_z, unet_backward, z_from_maps
+from numpy_diffusion.image.unet_config import UNetConfig, param_shapes
 from strategies import rng_from, seeds
 from test_conv import jvp_error
 from test_image_network import directional_error, draw, flat, unflat
