@@ -14,7 +14,7 @@ import pytest
 from numpy_diffusion.binomial import kernel as binomial_kernel
 from numpy_diffusion.binomial.model import BinomialDiffusion
 from numpy_diffusion.gaussian import bound, forward, reverse, schedule, tables
-from numpy_diffusion.image import attention, blocks, unet
+from numpy_diffusion.image import attention, blocks, unet, unet_config
 from numpy_diffusion.nn import layers, mlp, network, readout
 
 rng = np.random.default_rng(0)
@@ -39,8 +39,8 @@ block_params = {"r.norm1.g": g4, "r.norm1.b": g4, "r.conv1.W": rng.normal(size=(
                 "r.norm2.b": np.zeros(6), "r.conv2.W": rng.normal(size=(3, 3, 6, 6)), "r.conv2.b": np.zeros(6),
                 "r.skip.W": rng.normal(size=(4, 6)), "r.skip.b": np.zeros(6)}
 attn_args = (rng.normal(size=(4, 6)), np.zeros(6), rng.normal(size=(2, 4)), np.zeros(4))
-unet_cfg = unet.UNetConfig(size=4, T=T, widths=(2, 4), emb_dim=3, groups=2)
-unet_params, unet_xt = unet.init_unet(unet_cfg, rng), rng.normal(size=(6, 16))
+unet_cfg = unet_config.UNetConfig(size=4, T=T, widths=(2, 4), emb_dim=3, groups=2)
+unet_params, unet_xt = unet_config.init_unet(unet_cfg, rng), rng.normal(size=(6, 16))
 attn_params = {"a.norm.g": g4, "a.norm.b": g4, "a.qkv.W": rng.normal(size=(4, 12)), "a.qkv.b": np.zeros(12),
                "a.out.W": rng.normal(size=(4, 4)), "a.out.b": g4}
 binomial_tables = binomial.tables(np)

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from numpy_diffusion.image.unet import UNet, UNetConfig, maps_from_z, param_shapes, unet_backward, z_from_maps
+from numpy_diffusion.image.unet import UNet, maps_from_z, unet_backward, z_from_maps
+from numpy_diffusion.image.unet_config import UNetConfig, param_shapes
 from strategies import rng_from, seeds
 from test_conv import jvp_error
 from test_image_network import directional_error, draw, flat, unflat
@@ -128,14 +129,15 @@ def test_time_enters():
 def test_float32_forward_is_float64_rounded():
     """The default network with random parameters in float32 and float64: float32 carries a
     relative error of 6e-8 per operation, grown by depth (about 20 layers, GroupNorm dividing
-    by small deviations), so the outputs agree to 1e-4 of their scale, not to 1e-7."""
+    by the deviations of its groups); when written the outputs differed by 7.4e-7 of their
+    largest entry, and we accept 1e-5 (a float32-only error in a formula would be O(1))."""
     net, rng = UNet(UNetConfig()), np.random.default_rng(5)
     p64 = random_params(net, rng, scale=0.1)
     p32 = {k: v.astype(np.float32) for k, v in p64.items()}
     xt, t = draw(net, rng, N=4)
     z64, z32 = net.forward(xt, t, p64)[0], net.forward(xt, t, p32)[0]
     assert z32.dtype == np.float32 and np.abs(z64).max() > 0.1
-    assert np.abs(z32 - z64).max() < 1e-4 * np.abs(z64).max()
+    assert np.abs(z32 - z64).max() < 1e-5 * np.abs(z64).max()
 
 
 def test_initialization():

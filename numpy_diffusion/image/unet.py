@@ -6,24 +6,24 @@ shifts the features of every residual block.  With ``L = len(widths)`` levels, `
 widths[l]`` channels at resolution ``size / 2^l``, and ``blocks`` residual blocks per level:
 
     t (N,) -> sinusoidal embedding (N, w_0) -> linear, SiLU, linear -> emb   (N, emb_dim)
-    x_t (N, D) -> image (N, H, W, C) -> 3 x 3 conv                            (N, H, W, w_0)
+    x_t (N, D) -> image (N, H, W, C) -> k x k conv                            (N, H, W, w_0)
     down, level l = 0..L-1: res blocks to w_l; keep h as skip_l;
         2 x 2 mean pool (not after the coarsest)                          (N, H/2^l, W/2^l, w_l)
     middle: res block, attention block (if ``attention``), res block      (N, H/2^(L-1), ., w_{L-1})
     up, level l = L-1..0: concatenate skip_l; res blocks to w_l (the first reads the
-        concatenation); nearest upsampling + 3 x 3 conv (not at the finest)
-    out: GroupNorm, SiLU, 3 x 3 conv to 2 C channels                          (N, H, W, 2 C)
+        concatenation); nearest upsampling + k x k conv (not at the finest)
+    out: GroupNorm, SiLU, k x k conv to 2 C channels                          (N, H, W, 2 C)
     -> z = [z_mu, z_Sigma]                                                    (N, 2 D)
 
 The output's first ``C`` channels are ``z_mu``, the next ``C`` ``z_Sigma``; each is flattened
 row-major over ``(H, W, C)`` like ``x_t`` (``D = H W C``), so ``z[:, :D]`` lines up with
 ``x_t``: the layout of the paper network's ``z``.  ``out`` starts at zero, so the untrained
-network outputs ``z = 0`` exactly, where the reverse kernels of eqs. (64)-(65) (and the
-project's other parameterizations) are the forward kernel: training starts from the
-diffusion itself.  Every residual block's second convolution and the attention block's
-output map also start at zero, so every block starts as its skip connection.
+network outputs ``z = 0`` exactly: the point around which the reverse kernels are written
+as perturbations (with eqs. 64-65, the forward kernel itself).  Every residual block's
+second convolution and the attention block's output map also start at zero, so every
+block starts as its skip connection.  Convolutions are ``k x k`` (``kernel``, 3 by default).
 
-Parameters, a dict of named arrays (:func:`param_shapes` lists them, in order):
+Parameters, a dict of named arrays (:func:`~.unet_config.param_shapes` lists them, in order):
 
 - ``time.W0`` (w_0, emb_dim), ``time.b0``, ``time.W1`` (emb_dim, emb_dim), ``time.b1``: the time MLP;
 - ``in.W`` (k, k, C, w_0), ``in.b``: the first convolution;
@@ -49,10 +49,7 @@ from .attention import attention_block_backward, attention_block_forward
 from .blocks import norm_act_conv_backward, norm_act_conv_forward, res_block_backward, res_block_forward
 from .blocks import timestep_embedding, upsample_conv_backward, upsample_conv_forward
 from .conv import conv_backward, conv_forward, mean_pool_backward, mean_pool_forward
-from .unet_config import UNetConfig, init_unet, param_shapes
-
-__all__ = ["UNet", "UNetConfig", "init_unet", "param_shapes", "unet_forward", "unet_backward",
-           "z_from_maps", "maps_from_z"]
+from .unet_config import UNetConfig, init_unet
 
 
 def z_from_maps(F):

@@ -80,6 +80,12 @@ def _block_shapes(prefix, c_in, c_out, emb_dim, k):
     return {prefix + name: shape for name, shape in shapes.items()}
 
 
+def _attention_shapes(prefix, c):
+    """The attention block's parameters (:func:`~.attention.attention_block_forward`): name -> shape."""
+    shapes = {"norm.g": (c,), "norm.b": (c,), "qkv.W": (c, 3 * c), "qkv.b": (3 * c,), "out.W": (c, c), "out.b": (c,)}
+    return {prefix + name: shape for name, shape in shapes.items()}
+
+
 def param_shapes(cfg):
     """Every parameter's name and shape, in the order data flows (:mod:`.unet`'s docstring).
 
@@ -95,8 +101,7 @@ def param_shapes(cfg):
             c = w[l]
     shapes.update(_block_shapes("mid.block0.", c, c, E, k))
     if cfg.attention:
-        shapes.update({"mid.attn.norm.g": (c,), "mid.attn.norm.b": (c,), "mid.attn.qkv.W": (c, 3 * c),
-                       "mid.attn.qkv.b": (3 * c,), "mid.attn.out.W": (c, c), "mid.attn.out.b": (c,)})
+        shapes.update(_attention_shapes("mid.attn.", c))
     shapes.update(_block_shapes("mid.block1.", c, c, E, k))
     for l in reversed(range(L)):
         for i in range(cfg.blocks):
