@@ -149,7 +149,7 @@ def image_gemm_flops_per_example(cfg):
       forward ``P k^2 C_in O``; backward the same again for ``dW = cols^T dout`` and
       again for ``dx`` (a convolution of ``dout`` with the flipped kernel), except in
       the first layer, whose ``dx`` a fixed schedule does not need;
-    - each layer of the dense pathway, if any, ``D -> n_hidden_global -> ... -> HW c_g``:
+    - each layer of the dense pathway, if any, ``D -> n_hidden_dense -> ... -> HW c_d``:
       forward ``C_in O`` per image; backward ``dW``, and ``dx`` for every layer but the first;
       without convolutions and dense pathway, the first 1 x 1 layer reads the image and
       needs no ``dx`` either;
@@ -168,9 +168,9 @@ def image_gemm_flops_per_example(cfg):
     P = sum((net.size >> s) ** 2 for s in range(net.n_scales))
     conv_in = ([C] + [net.n_hidden_conv] * net.n_layers_conv)[:net.n_layers_conv]
     convs = [P * k2 * c_in * net.n_hidden_conv for c_in in conv_in]
-    whole = net.global_widths
+    whole = net.dense_widths
     whole_image = [c_in * c_out for c_in, c_out in zip(whole, whole[1:])]   # the dense pathway
-    widths = [net.pixel_features] + [net.n_hidden_dense] * net.n_layers_dense
+    widths = [net.pixel_features] + [net.n_hidden_pixel] * net.n_layers_pixel
     pointwise = [HW * c_in * c_out for c_in, c_out in zip(widths, widths[1:] + [2 * C * J])]
     # the layers reading x_t alone: the first convolution, the dense pathway's first layer, and
     # without either the first 1 x 1 layer (or the coefficient map), which then reads the pixels

@@ -73,14 +73,14 @@ def make_parser():
     p.add_argument("--scales", type=integer(1, 8), default=3, help="scales per multi-scale layer (1: plain conv)")
     p.add_argument("--conv-layers", type=integer(0, 64), default=4, help="multi-scale convolution layers")
     p.add_argument("--conv-width", type=integer(1, 1024), default=20, help="channels of each multi-scale layer")
-    p.add_argument("--global-layers", type=integer(0, 64), default=0,
+    p.add_argument("--dense-layers", type=integer(0, 64), default=0,
                    help="hidden layers of the dense pathway on the whole image, beside the convolutions "
                         "(Fig. D.1; 0: none)")
-    p.add_argument("--global-width", type=integer(1, 100_000), default=500, help="units of each dense-pathway layer")
-    p.add_argument("--global-channels", type=integer(1, 1024), default=2,
+    p.add_argument("--dense-width", type=integer(1, 100_000), default=500, help="units of each dense-pathway layer")
+    p.add_argument("--dense-channels", type=integer(1, 1024), default=2,
                    help="channels per pixel the dense pathway adds to the 1 x 1 layers' input")
-    p.add_argument("--dense-layers", type=integer(0, 64), default=1, help="1 x 1 tanh layers")
-    p.add_argument("--dense-width", type=integer(1, 1024), default=20, help="units of each 1 x 1 layer")
+    p.add_argument("--pixel-layers", type=integer(0, 64), default=1, help="1 x 1 tanh layers (per pixel)")
+    p.add_argument("--pixel-width", type=integer(1, 1024), default=20, help="units of each 1 x 1 layer")
     p.add_argument("--n-bumps", type=integer(1, 100_000), default=10, help="temporal basis functions J (eq. 63), at most --T")
     p.add_argument("--bump-spacing", choices=("log", "linear"), default="log",
                    help="bump centres evenly spaced in log t, or in t (the paper's, eq. 63)")
@@ -106,9 +106,9 @@ def check_args(p, argv=None):
     args, given = p.parse_args(argv), given_options(p, argv)
     unused = [("--scales", args.conv_layers == 0, "without multi-scale layers (--conv-layers 0)"),
               ("--conv-width", args.conv_layers == 0, "without multi-scale layers (--conv-layers 0)"),
-              ("--global-width", args.global_layers == 0, "without the dense pathway (--global-layers 0)"),
-              ("--global-channels", args.global_layers == 0, "without the dense pathway (--global-layers 0)"),
-              ("--dense-width", args.dense_layers == 0, "without 1 x 1 layers (--dense-layers 0)")]
+              ("--dense-width", args.dense_layers == 0, "without the dense pathway (--dense-layers 0)"),
+              ("--dense-channels", args.dense_layers == 0, "without the dense pathway (--dense-layers 0)"),
+              ("--pixel-width", args.pixel_layers == 0, "without 1 x 1 layers (--pixel-layers 0)")]
     for option, when, reason in ([] if args.resume else unused):    # resumed: the checkpoint's, checked later
         refuse_unused(p, given, option, option[2:].replace("-", "_"), when, reason)
     r_max, pool = args.r_max or args.size, 2 ** (args.scales - 1)
@@ -133,21 +133,19 @@ def saved_settings(config):
             "r_max": data["size"] if data["r_max"] is None else data["r_max"], "n_train": data["n_train"],
             "T": net["T"], "param": config["model"]["param"], "beta_1": sched["beta_1"], "learn_beta": sched["learn"],
             "scales": net["n_scales"], "conv_layers": net["n_layers_conv"], "conv_width": net["n_hidden_conv"],
+            "pixel_layers": net["n_layers_pixel"], "pixel_width": net["n_hidden_pixel"],
             "dense_layers": net["n_layers_dense"], "dense_width": net["n_hidden_dense"],
-            "global_layers": net.get("n_layers_global", 0),                     # saved before the option
-            "global_width": net.get("n_hidden_global", ImageNetConfig.n_hidden_global),
-            "global_channels": net.get("n_global_channels", ImageNetConfig.n_global_channels),
-            "n_bumps": net["n_temporal_basis"], "bump_spacing": net.get("bump_spacing", "linear"),
-            "t_sampling": config["model"].get("t_sampling", "uniform")}
+            "dense_channels": net["n_dense_channels"], "n_bumps": net["n_temporal_basis"],
+            "bump_spacing": net["bump_spacing"], "t_sampling": config["model"]["t_sampling"]}
 
 
 def new_model(args):
     """The image model with the choices the options make."""
     net = ImageNetConfig(size=args.size, T=args.T, n_scales=args.scales if args.conv_layers else 1,
                          n_hidden_conv=args.conv_width, n_layers_conv=args.conv_layers,
-                         n_hidden_dense=args.dense_width, n_layers_dense=args.dense_layers,
-                         n_layers_global=args.global_layers, n_hidden_global=args.global_width,
-                         n_global_channels=args.global_channels,
+                         n_hidden_pixel=args.pixel_width, n_layers_pixel=args.pixel_layers,
+                         n_layers_dense=args.dense_layers, n_hidden_dense=args.dense_width,
+                         n_dense_channels=args.dense_channels,
                          n_temporal_basis=args.n_bumps, bump_spacing=args.bump_spacing)
     return image_model(net, beta_1=args.beta_1, param=args.param, learn_beta=args.learn_beta,
                        t_sampling=args.t_sampling)

@@ -65,11 +65,11 @@ BAD = {
                     "--scales": ["0", "-1", "9", "1.5"],
                     "--conv-layers": ["-1", "65", "1.5", "x"],
                     "--conv-width": ["0", "-1", "1025", "x"],
-                    "--dense-layers": ["-1", "65", "nan"],
-                    "--dense-width": ["0", "-1", "1025", "inf"],
-                    "--global-layers": ["-1", "65", "2.5"],
-                    "--global-width": ["0", "100001", "x"],
-                    "--global-channels": ["0", "1025", "nan"],
+                    "--pixel-layers": ["-1", "65", "nan"],
+                    "--pixel-width": ["0", "-1", "1025", "inf"],
+                    "--dense-layers": ["-1", "65", "2.5"],
+                    "--dense-width": ["0", "100001", "x"],
+                    "--dense-channels": ["0", "1025", "nan"],
                     "--n-bumps": ["0", "-1", "1.5", "x", "100001"],
                     "--bump-spacing": ["exp", "LOG", ""],
                     "--t-sampling": ["stratified", "1/t", ""],
@@ -92,7 +92,7 @@ TINY = {"swiss_roll": ["--steps", "2", "--batch-size", "16", "--eval-size", "50"
                       "--n-bumps", "5"],
         "dead_leaves": ["--steps", "2", "--batch-size", "16", "--eval-size", "12", "--n-samples", "8",
                         "--size", "4", "--T", "6", "--scales", "2", "--conv-layers", "1", "--conv-width", "3",
-                        "--dense-width", "3", "--n-bumps", "2", "--n-train", "64", "--n-posterior", "2",
+                        "--pixel-width", "3", "--n-bumps", "2", "--n-train", "64", "--n-posterior", "2",
                         "--particles", "3", "--strata", "3"]}
 MODEL = {"swiss_roll": "a GaussianDiffusion", "heartbeat": "a BinomialDiffusion", "dead_leaves": "an ImageDiffusion"}
 
@@ -179,9 +179,9 @@ BETWEEN = {
                     (["--size=8", "--scales=5"], "--scales"),
                     (["--conv-layers=0", "--scales=2"], "--scales"),
                     (["--conv-layers=0", "--conv-width=5"], "--conv-width"),
-                    (["--dense-layers=0", "--dense-width=5"], "--dense-width"),
-                    (["--global-width=50"], "--global-width"),                  # --global-layers 0
-                    (["--global-layers=0", "--global-channels=3"], "--global-channels"),
+                    (["--pixel-layers=0", "--pixel-width=5"], "--pixel-width"),
+                    (["--dense-width=50"], "--dense-width"),                  # --dense-layers 0
+                    (["--dense-layers=0", "--dense-channels=3"], "--dense-channels"),
                     (["--r-min=3", "--r-max=2"], "--r-max"),
                     (["--size=2", "--scales=1", "--r-min=3"], "--r-min"),      # --r-max is --size
                     (["--n-train=256"], "--n-train"),                          # 16 x 16 pixels
@@ -350,6 +350,28 @@ def test_a_dead_leaves_checkpoint_without_its_data_settings_is_refused(finished,
     before = snapshot(out)
     err = refused(capsys, dead_leaves.main, ["--resume", "--steps", "4", "--out", str(out)], "--out")
     assert "carries settings this demo cannot read (no 'data')" in err
+    assert snapshot(out) == before
+
+
+@pytest.mark.parametrize("pathway", [True, False], ids=["with-dense-pathway-fields", "before-them"])
+def test_a_dead_leaves_checkpoint_with_the_layers_named_otherwise_is_refused(finished, tmp_path, capsys, pathway):
+    """A checkpoint whose network calls the whole-image layers "global" and the 1 x 1 layers
+    "dense" (another version's names): one line, nothing resumed or changed, never read with
+    the 1 x 1 layers taken for a dense pathway."""
+    out = tmp_path / "run"
+    shutil.copytree(finished["dead_leaves"], out)
+    arrays, config = load_checkpoint(out / "checkpoint.npz")
+    net = config["model"]["net"]
+    old = {"n_layers_dense": net.pop("n_layers_pixel"), "n_hidden_dense": net.pop("n_hidden_pixel")}
+    pathway_fields = {k: net.pop(k) for k in ("n_layers_dense", "n_hidden_dense", "n_dense_channels")}
+    if pathway:
+        old.update(zip(("n_layers_global", "n_hidden_global", "n_global_channels"), pathway_fields.values()))
+    net.update(old)
+    renamed = {k.replace("/pixel", "/dense"): v for k, v in arrays.items()}
+    save_checkpoint(out / "checkpoint.npz", renamed, config)
+    before = snapshot(out)
+    err = refused(capsys, dead_leaves.main, ["--resume", "--out", str(out)], "--out")
+    assert "carries settings this demo cannot read (no 'n_layers_pixel')" in err and "--overwrite" in err
     assert snapshot(out) == before
 
 

@@ -15,6 +15,8 @@ from numpy_diffusion.binomial import kernel as binomial_kernel
 from numpy_diffusion.binomial.model import BinomialDiffusion
 from numpy_diffusion.gaussian import bound, forward, reverse, schedule, tables
 from numpy_diffusion.image import attention, blocks, unet, unet_config
+from numpy_diffusion.image import conv, layers as image_layers
+from numpy_diffusion.image.network import ImageNetConfig, ImageNetwork, image_net_backward, image_net_forward
 from numpy_diffusion.nn import layers, mlp, network, readout
 
 rng = np.random.default_rng(0)
@@ -44,6 +46,13 @@ unet_params, unet_xt = unet_config.init_unet(unet_cfg, rng), rng.normal(size=(6,
 attn_params = {"a.norm.g": g4, "a.norm.b": g4, "a.qkv.W": rng.normal(size=(4, 12)), "a.qkv.b": np.zeros(12),
                "a.out.W": rng.normal(size=(4, 4)), "a.out.b": g4}
 binomial_tables = binomial.tables(np)
+img3 = rng.normal(size=(2, 4, 4, 3))                                # (N, H, W, C)
+W_conv, W_ms, b2 = rng.normal(size=(3, 3, 3, 2)), rng.normal(size=(2, 3, 3, 3, 2)), rng.normal(size=2)
+image_cfg = ImageNetConfig(size=4, channels=1, T=T, n_scales=2, n_hidden_conv=2, n_layers_conv=1, n_hidden_pixel=3,
+                           n_temporal_basis=2, n_layers_dense=1, n_hidden_dense=3, n_dense_channels=1)
+image_params = ImageNetwork(image_cfg).init_params(rng)
+x_image, t_image = rng.normal(size=(2, 16)), np.array([2, 5])
+dense_params = {k: v for k, v in image_params.items() if k.startswith("dense.")}
 
 # name -> (forward call, backward, the forward's differentiable inputs in order)
 PAIRS = {
@@ -91,6 +100,21 @@ PAIRS = {
              (unet_xt, unet_params)),
     "binomial_p_logit": (lambda: binomial.p_logit_forward(bits, t, binomial_params), binomial.p_logit_backward,
                          (binomial_params,)),
+    # the image network's pieces (App. D.2.1)
+    "conv_naive": (lambda: conv.conv_forward_naive(img3, W_conv, b2), conv.conv_backward_naive, (img3, W_conv, b2)),
+    "conv": (lambda: conv.conv_forward(img3, W_conv, b2), conv.conv_backward, (img3, W_conv, b2)),
+    "mean_pool": (lambda: conv.mean_pool_forward(img3), conv.mean_pool_backward, (img3,)),
+    "upsample": (lambda: conv.upsample_forward(img3), conv.upsample_backward, (img3,)),
+    "multiscale": (lambda: image_layers.multiscale_forward(img3, W_ms, b2), image_layers.multiscale_backward,
+                   (img3, W_ms, b2)),
+    "pointwise": (lambda: image_layers.pointwise_forward(img3, W[:, :2], b2), image_layers.pointwise_backward,
+                  (img3, W[:, :2], b2)),
+    "pixel_readout": (lambda: image_layers.pixel_readout_forward(img3[..., :2], t[:2], G),
+                      image_layers.pixel_readout_backward, (img3[..., :2],)),
+    "dense_pathway": (lambda: mlp.mlp_forward(x_image, dense_params, activation="tanh", activate_last=True,
+                                              prefix="dense."), mlp.mlp_backward, (x_image, dense_params)),
+    "image_network": (lambda: image_net_forward(x_image, t_image, image_params, image_cfg,
+                                                readout.bump_basis(T, 2)), image_net_backward, (x_image, image_params)),
 }
 
 

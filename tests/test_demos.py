@@ -138,9 +138,9 @@ def test_benchmark_image_gemm_count_by_hand():
     import benchmark
     cfg = benchmark.make_image_trainer(4, np).model.cfg
     conv_first, conv = 336 * 9 * 1 * 20, 336 * 9 * 20 * 20        # 1 -> 20, then 20 -> 20 (three times)
-    dense, coef, readout = 256 * 20 * 20, 256 * 20 * 20, 256 * 2 * 10
-    forward = conv_first + 3 * conv + dense + coef + readout
-    backward = (conv_first + 3 * conv + dense + coef) + (3 * conv + dense + coef) + readout   # dW; dx but the first's
+    pixel, coef, readout = 256 * 20 * 20, 256 * 20 * 20, 256 * 2 * 10
+    forward = conv_first + 3 * conv + pixel + coef + readout
+    backward = (conv_first + 3 * conv + pixel + coef) + (3 * conv + pixel + coef) + readout   # dW; dx but the first's
     assert benchmark.image_gemm_flops_per_example(cfg) == 2 * (forward + backward)
 
 
@@ -152,12 +152,12 @@ def test_benchmark_image_gemm_count_with_the_dense_pathway():
     import benchmark
     from numpy_diffusion.image.model import image_model
     from numpy_diffusion.image.network import ImageNetConfig
-    cfg = image_model(ImageNetConfig(size=4, T=10, n_layers_conv=0, n_layers_global=1, n_hidden_global=5,
-                                     n_global_channels=2, n_hidden_dense=6, n_temporal_basis=2)).cfg
+    cfg = image_model(ImageNetConfig(size=4, T=10, n_layers_conv=0, n_layers_dense=1, n_hidden_dense=5,
+                                     n_dense_channels=2, n_hidden_pixel=6, n_temporal_basis=2)).cfg
     g0, g1 = 16 * 5, 5 * 32                                          # 16 -> 5, 5 -> 16 pixels x 2 channels
-    dense, coef, readout = 16 * 3 * 6, 16 * 6 * 4, 16 * 2 * 2       # 1 x 1: 3 -> 6; 6 -> 2 C J = 4
-    forward = g0 + g1 + dense + coef + readout
-    backward = (g0 + g1 + dense + coef) + (g1 + dense + coef) + readout
+    pixel, coef, readout = 16 * 3 * 6, 16 * 6 * 4, 16 * 2 * 2       # 1 x 1: 3 -> 6; 6 -> 2 C J = 4
+    forward = g0 + g1 + pixel + coef + readout
+    backward = (g0 + g1 + pixel + coef) + (g1 + pixel + coef) + readout
     assert benchmark.image_gemm_flops_per_example(cfg) == 2 * (forward + backward)
 
 
@@ -167,13 +167,13 @@ def test_benchmark_image_gemm_count_of_the_1x1_layers_alone():
     import benchmark
     from numpy_diffusion.image.model import image_model
     from numpy_diffusion.image.network import ImageNetConfig
-    net = ImageNetConfig(size=4, T=10, n_layers_conv=0, n_hidden_dense=6, n_temporal_basis=2)
-    dense, coef, readout = 16 * 1 * 6, 16 * 6 * 4, 16 * 2 * 2
-    forward = dense + coef + readout
-    backward = (dense + coef) + coef + readout
+    net = ImageNetConfig(size=4, T=10, n_layers_conv=0, n_hidden_pixel=6, n_temporal_basis=2)
+    pixel, coef, readout = 16 * 1 * 6, 16 * 6 * 4, 16 * 2 * 2
+    forward = pixel + coef + readout
+    backward = (pixel + coef) + coef + readout
     assert benchmark.image_gemm_flops_per_example(image_model(net).cfg) == 2 * (forward + backward)
     learned = image_model(net, learn_beta=True).cfg
-    assert benchmark.image_gemm_flops_per_example(learned) == 2 * (forward + backward + dense)
+    assert benchmark.image_gemm_flops_per_example(learned) == 2 * (forward + backward + pixel)
 
 
 def test_benchmark_times_the_dead_leaves_demos_default_model():

@@ -8,7 +8,7 @@ import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TINY = ["--size", "4", "--T", "6", "--scales", "2", "--conv-layers", "1", "--conv-width", "3",
-        "--dense-width", "3", "--n-bumps", "2", "--n-train", "64", "--batch-size", "8", "--eval-size", "12",
+        "--pixel-width", "3", "--n-bumps", "2", "--n-train", "64", "--batch-size", "8", "--eval-size", "12",
         "--n-samples", "8", "--n-posterior", "2", "--particles", "3", "--strata", "3", "--eval-every", "4",
         "--shards", "1", "--dtype", "float64"]
 
@@ -26,7 +26,7 @@ def params_of(folder):
         return {k: z[k] for k in z.files if k.startswith("param/")}
 
 
-@pytest.mark.parametrize("extra", [[], ["--global-layers", "1", "--global-width", "4"]], ids=["conv", "dense-pathway"])
+@pytest.mark.parametrize("extra", [[], ["--dense-layers", "1", "--dense-width", "4"]], ids=["conv", "dense-pathway"])
 def test_demo_writes_everything_and_resumes_exactly(demo, tmp_path, capsys, extra):
     straight, split = str(tmp_path / "a"), str(tmp_path / "b")
     demo.main(TINY + extra + ["--steps", "8", "--out", straight])
@@ -41,9 +41,9 @@ def test_demo_writes_everything_and_resumes_exactly(demo, tmp_path, capsys, extr
     demo.main(TINY + extra + ["--steps", "4", "--out", split])
     demo.main(["--resume", "--steps", "8", "--out", split, "--eval-size", "12", "--n-samples", "8",
                "--n-posterior", "2", "--particles", "3", "--strata", "3", "--eval-every", "4"]
-              + extra[2:])                                   # repeating the checkpoint's --global-width is fine
+              + extra[2:])                                   # repeating the checkpoint's --dense-width is fine
     a, b = params_of(straight), params_of(split)
-    assert a.keys() == b.keys() and any("global" in k for k in a) == bool(extra)
+    assert a.keys() == b.keys() and any(k.startswith("param/dense.") for k in a) == bool(extra)
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 

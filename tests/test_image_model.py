@@ -1,6 +1,7 @@
 """The image network inside the Gaussian diffusion: a training step, the model's gradient
 end to end, and the stratified held-out bound against the all-t bound."""
 import numpy as np
+import pytest
 from hypothesis import given, strategies as st
 
 from numpy_diffusion.gradcheck import roundoff_floor
@@ -23,7 +24,7 @@ def directional_error(loss, theta, grad, rng, delta=1e-6):
 
 
 def small_model(param="paper", learn_beta=False, T=8):
-    net = ImageNetConfig(size=4, T=T, n_scales=2, n_hidden_conv=3, n_layers_conv=2, n_hidden_dense=3,
+    net = ImageNetConfig(size=4, T=T, n_scales=2, n_hidden_conv=3, n_layers_conv=2, n_hidden_pixel=3,
                          n_temporal_basis=3)
     return image_model(net, beta_1=1e-2, param=param, learn_beta=learn_beta)
 
@@ -134,13 +135,13 @@ def test_config_round_trip():
     np.testing.assert_array_equal(again.net.basis(np, np.float64), bump_basis(8, 3, spacing="log"))
 
 
-def test_a_configuration_from_before_the_choices_means_what_it_trained():
-    """Checkpoints written before ``t_sampling`` and ``bump_spacing`` existed trained with
-    uniform ``t`` and linear bumps; they load as such."""
+def test_a_network_configuration_with_other_fields_is_refused_not_defaulted():
+    """The image network's configuration must name every field as :meth:`to_dict` does: one
+    with a field missing is refused, never filled with a default that could mean another model."""
     d = small_model().config()
-    del d["t_sampling"], d["net"]["bump_spacing"]
-    old = ImageDiffusion.from_config(d)
-    assert old.cfg.t_sampling == "uniform" and old.cfg.net.bump_spacing == "linear"
+    del d["net"]["bump_spacing"]
+    with pytest.raises(ValueError, match=r"missing \['bump_spacing'\]"):
+        ImageDiffusion.from_config(d)
 
 
 def test_samples_have_the_data_shape():

@@ -29,9 +29,9 @@ TOL = 1e-5
 configs = st.builds(ImageNetConfig, size=st.sampled_from([4, 8]), channels=st.integers(1, 2),
                     T=st.integers(2, 50), n_scales=st.integers(1, 3), kernel=st.sampled_from([1, 3]),
                     n_hidden_conv=st.integers(1, 4), n_layers_conv=st.integers(0, 2),
-                    n_hidden_dense=st.integers(1, 4), n_layers_dense=st.integers(0, 2),
-                    n_temporal_basis=st.integers(1, 4), n_layers_global=st.integers(0, 2),
-                    n_hidden_global=st.integers(1, 5), n_global_channels=st.integers(1, 3))
+                    n_hidden_pixel=st.integers(1, 4), n_layers_pixel=st.integers(0, 2),
+                    n_temporal_basis=st.integers(1, 4), n_layers_dense=st.integers(0, 2),
+                    n_hidden_dense=st.integers(1, 5), n_dense_channels=st.integers(1, 3))
 
 
 def random_params(net, rng):
@@ -77,8 +77,8 @@ def test_backward_end_to_end(cfg, seed):
 def test_every_parameter_gradient(seed):
     """Entry by entry on a small two-scale network (the directional check sees only sums)."""
     net = ImageNetwork(ImageNetConfig(size=4, T=10, n_scales=2, n_hidden_conv=2, n_layers_conv=2,
-                                      n_hidden_dense=3, n_temporal_basis=3, n_layers_global=1,
-                                      n_hidden_global=3, n_global_channels=2))
+                                      n_hidden_pixel=3, n_temporal_basis=3, n_layers_dense=1,
+                                      n_hidden_dense=3, n_dense_channels=2))
     rng = rng_from(seed)
     params = random_params(net, rng)
     xt, t = draw(net, rng)
@@ -109,9 +109,9 @@ def test_constant_coefficients_give_constant_outputs_in_the_right_halves():
 
 
 @pytest.mark.parametrize("cfg", [ImageNetConfig(size=4, T=10, n_scales=2),
-                                 ImageNetConfig(size=4, T=10, n_scales=2, n_layers_global=1, n_hidden_global=3),
-                                 ImageNetConfig(size=4, T=10, n_layers_conv=0, n_layers_dense=0, n_layers_global=2,
-                                                n_hidden_global=3)])
+                                 ImageNetConfig(size=4, T=10, n_scales=2, n_layers_dense=1, n_hidden_dense=3),
+                                 ImageNetConfig(size=4, T=10, n_layers_conv=0, n_layers_pixel=0, n_layers_dense=2,
+                                                n_hidden_dense=3)])
 def test_no_input_gradient_when_not_needed(cfg):
     net = ImageNetwork(cfg)
     rng = np.random.default_rng(0)
@@ -131,9 +131,9 @@ def test_dense_pathway_sees_the_whole_image():
     without it."""
     rng = np.random.default_rng(3)
     xt, t = rng.normal(size=(1, 16)), np.array([5])
-    for n_layers_global, reaches in ((0, False), (1, True)):
-        net = ImageNetwork(ImageNetConfig(size=4, T=10, n_layers_conv=0, n_layers_global=n_layers_global,
-                                          n_hidden_global=4))
+    for n_layers_dense, reaches in ((0, False), (1, True)):
+        net = ImageNetwork(ImageNetConfig(size=4, T=10, n_layers_conv=0, n_layers_dense=n_layers_dense,
+                                          n_hidden_dense=4))
         params = random_params(net, rng)
         moved = xt.copy()
         moved[0, 0] += 1.0                                              # the top-left pixel
@@ -144,9 +144,13 @@ def test_dense_pathway_sees_the_whole_image():
 
 
 def test_config_round_trip_and_errors():
-    old = {k: v for k, v in ImageNetConfig().to_dict().items() if "global" not in k}
-    assert ImageNetwork.from_config(old).cfg.n_layers_global == 0        # saved before the dense pathway
-    wide = ImageNetwork(ImageNetConfig(size=8, n_layers_global=2, n_hidden_global=7, n_global_channels=3))
+    renamed = {("n_layers_global" if k == "n_layers_dense" else k): v for k, v in ImageNetConfig().to_dict().items()}
+    with pytest.raises(ValueError, match=r"missing \['n_layers_dense'\], unknown \['n_layers_global'\]"):
+        ImageNetwork.from_config(renamed)                               # other names: refused, not defaulted
+    fewer = {k: v for k, v in ImageNetConfig().to_dict().items() if k != "n_dense_channels"}
+    with pytest.raises(ValueError, match=r"missing \['n_dense_channels'\]"):
+        ImageNetwork.from_config(fewer)
+    wide = ImageNetwork(ImageNetConfig(size=8, n_layers_dense=2, n_hidden_dense=7, n_dense_channels=3))
     assert ImageNetwork.from_config(wide.config()).cfg == wide.cfg
     net = ImageNetwork(ImageNetConfig(size=8, n_scales=4))
     assert ImageNetwork.from_config(net.config()).cfg == net.cfg

@@ -2,51 +2,23 @@
 
 - :func:`multiscale_forward`: the multi-scale convolution layer: mean-pool the
   image to scales 1, 1/2, 1/4, ...; convolve at each scale; upsample each to
-  full resolution and sum; soft ReLU ``log(1 + e^a)``;
-- :func:`pointwise_forward`: a 1 x 1 convolution, the same dense map at every pixel;
-- :func:`dense_pathway_forward`: dense layers on the whole image vector (Fig. D.1);
-- :func:`tanh_forward`, :func:`softrelu_forward`: the two nonlinearities;
+  full resolution and sum; the paper's "soft relu" ``log(1 + e^a)``, which is
+  :func:`~numpy_diffusion.nn.layers.softplus_forward`;
+- :func:`pointwise_forward`: a 1 x 1 convolution, the same dense map at every pixel
+  (the per-pixel layers, and the map to the temporal coefficients);
 - :func:`pixel_readout_forward`: the temporal readout of eqs. (62)-(63) at every pixel.
 
-Images are ``(N, H, W, C)``, channels last (see :mod:`.conv`).
+The network's other pieces come from :mod:`numpy_diffusion.nn`: the tanh pair, and
+the dense pathway on the whole image vector, which is an MLP (:mod:`~numpy_diffusion.nn.mlp`).
+Images are ``(N, H, W, C)``, channels last (see :mod:`.conv`); how the network lays
+out its outputs is said once, in :mod:`.network`.
 """
 from typing import NamedTuple
 
 from ..backend import array_module
-from ..nn.layers import linear_backward, linear_forward, softplus
+from ..nn.layers import OutputCache, softplus_backward, softplus_forward
 from .conv import conv_backward, conv_forward, mean_pool_backward, mean_pool_forward
 from .conv import upsample_backward, upsample_forward
-
-
-class ActCache(NamedTuple):
-    """What the derivative of a pointwise nonlinearity reads: its input or its output."""
-    value: object      # same shape as the layer's input
-
-
-def softrelu_forward(x):
-    """Soft ReLU ``s = log(1 + exp(x))`` (App. D.2.1, multi-scale step 4); caches the output,
-    since ``s' = sigmoid(x) = e^x / (1 + e^x) = 1 - exp(-s)``.  (``nn.layers.softplus_forward``
-    is the same function caching its input; this one caches its output, as :func:`tanh_forward`
-    does, so both nonlinearities of the image network read their derivative from their output.)"""
-    out = softplus(x)
-    return out, ActCache(out)
-
-
-def softrelu_backward(dout, cache):
-    """``dx = dout * (1 - exp(-s))``, as ``-expm1(-s)``: full precision where ``s`` is tiny.
-    Shaped like ``dout``."""
-    return dout * -array_module(dout).expm1(-cache.value)             # softplus' = sigmoid = 1 - e^-s
-
-
-def tanh_forward(x):
-    """``tanh(x)`` (the 1 x 1 layers, App. D.2.1 "Dense Layers"); caches the output."""
-    out = array_module(x).tanh(x)
-    return out, ActCache(out)
-
-
-def tanh_backward(dout, cache):
-    """``dx = dout * (1 - tanh(x)^2)``, shaped like ``dout``."""
-    return dout * (1 - cache.value * cache.value)                     # tanh' = 1 - tanh^2
 
 
 class MultiScaleCache(NamedTuple):
@@ -55,11 +27,11 @@ class MultiScaleCache(NamedTuple):
     pools: tuple
     convs: tuple
     ups: tuple
-    act: ActCache
+    act: OutputCache
 
 
 def multiscale_forward(x, W, b):
-    """Multi-scale convolution followed by the soft ReLU (App. D.2.1).
+    """Multi-scale convolution followed by the soft ReLU, i.e. softplus (App. D.2.1).
 
     With ``P`` the 2 x 2 mean-pool, ``U`` the nearest upsampling by 2 and
     ``x_s = P^s x`` the image at scale ``2^-s``,
@@ -98,7 +70,7 @@ def multiscale_forward(x, W, b):
     for s in reversed(range(S - 1)):
         a, ups[s] = upsample_forward(a)                               # U(y_{s+1} + ...)
         a = ys[s] + a                                                 # (N, H/2^s, W/2^s, O)
-    out, act = softrelu_forward(a)                                    # (N, H, W, O)
+    out, act = softplus_forward(a)                                    # soft ReLU  (N, H, W, O)
     return out, MultiScaleCache(tuple(pools), convs, tuple(ups), act)
 
 
@@ -111,7 +83,7 @@ def multiscale_backward(dout, cache, *, need_dx=True):
     ``dx`` is ``None`` without ``need_dx``.
     """
     S = len(cache.convs)
-    dys = [softrelu_backward(dout, cache.act)]                        # d out/d a = sigmoid(a)
+    dys = [softplus_backward(dout, cache.act)]                        # d out/d a = sigmoid(a)
     for s in range(S - 1):
         dys.append(upsample_backward(dys[-1], cache.ups[s]))          # d a/d y_{s+1}: block sums
     dW, db, dx = [None] * S, [None] * S, None
@@ -122,7 +94,6 @@ def multiscale_backward(dout, cache, *, need_dx=True):
             dxs = dxs + mean_pool_backward(dx, cache.pools[s])       # d x_{s+1}/d x_s = P
         dx = dxs
     return dx, array_module(dys[0]).stack(dW), db[0]                  # b entered at scale 0: d a/d b = 1
-
 
 
 class PointwiseCache(NamedTuple):
@@ -161,33 +132,7 @@ def pointwise_backward(dout, cache, *, need_dx=True):
     return dx, dW, db
 
 
-def dense_pathway_forward(xt, params, n_layers):
-    """The dense pathway: ``n_layers + 1`` layers of ``tanh(g W + b)`` on the whole image
-    vector (App. D.2.1, "Dense Layers"), ``global0`` first.
-
-    Returns ``g`` (N, H W c_g), the channels it adds at each pixel, row-major over
-    ``(H, W, c_g)``, and the layers' caches, ``(LinearCache, ActCache)`` each.
-    """
-    g, caches = xt, []                                                # the whole image vector  (N, D)
-    for l in range(n_layers + 1):
-        a, c_lin = linear_forward(g, params[f"global{l}.W"], params[f"global{l}.b"])
-        g, c_act = tanh_forward(a)                                    # (N, n_hidden_global), last (N, H W c_g)
-        caches.append((c_lin, c_act))
-    return g, tuple(caches)
-
-
-def dense_pathway_backward(dg, caches, *, need_dx=True):
-    """Gradients of :func:`dense_pathway_forward`: returns ``(dx, grads)``, ``dx`` (N, D) or
-    ``None`` without ``need_dx``, ``grads`` keyed ``global{l}.W`` and ``global{l}.b``."""
-    grads = {}
-    for l in reversed(range(len(caches))):
-        c_lin, c_act = caches[l]
-        da = tanh_backward(dg, c_act)                                 # (N, width of layer l)
-        dg, grads[f"global{l}.W"], grads[f"global{l}.b"] = linear_backward(da, c_lin, need_dx=need_dx or l > 0)
-    return dg, grads
-
-
-class ReadoutCache(NamedTuple):
+class PixelReadoutCache(NamedTuple):
     """Each example's row of the temporal basis, ``g(t_n)``."""
     g: object          # (N, J)
 
@@ -195,12 +140,13 @@ class ReadoutCache(NamedTuple):
 def pixel_readout_forward(y, t, G):
     """Temporal readout at every pixel (App. D.2.1, eqs. 62-63).
 
-    The last axis of ``y`` holds ``J`` coefficients for each of ``M = 2 C`` outputs per
-    pixel, the mean's ``C`` colours first, then the variance's (the paper's ``y^mu`` and
-    ``y^Sigma``): output ``m = i C + c`` (``i = 0`` for ``z^mu``, 1 for ``z^Sigma``) reads
-    ``y[..., m J : (m + 1) J]``, and
+    The last axis of ``y`` holds ``J`` coefficients for each of ``M`` outputs per pixel:
+    output ``m`` reads ``y[..., m J : (m + 1) J]``, and
 
         z[n, h, w, m] = sum_j y[n, h, w, m J + j] g_j(t_n)      (eq. 62).
+
+    (Which output ``m`` is which, the mean's or the variance's, is the network's choice:
+    :mod:`.network`.)
 
     Parameters
     ----------
@@ -211,7 +157,7 @@ def pixel_readout_forward(y, t, G):
     Returns
     -------
     z : ndarray of shape (N, H, W, M)
-    cache : ReadoutCache
+    cache : PixelReadoutCache
     """
     J = G.shape[1]
     if y.ndim != 4 or y.shape[3] % J or t.shape != y.shape[:1]:
@@ -221,7 +167,7 @@ def pixel_readout_forward(y, t, G):
     M = MJ // J
     g = G[t]                                                          # g_j(t_n)        (N, J)
     z = y.reshape(N, H * Wd * M, J) @ g[:, :, None]                   # eq. (62), sum over j  (N, H W M, 1)
-    return z.reshape(N, H, Wd, M), ReadoutCache(g)
+    return z.reshape(N, H, Wd, M), PixelReadoutCache(g)
 
 
 def pixel_readout_backward(dz, cache):

@@ -3,43 +3,55 @@
     x_t (N, D) -> image (N, H, W, C)
       -> multi-scale convolution + soft ReLU, ``n_layers_conv`` times   (N, H, W, n_hidden_conv)
       [beside it, optional: the dense pathway on the whole image vector
-       x_t (N, D) -> linear + tanh, ``n_layers_global`` times           (N, n_hidden_global)
-         -> linear + tanh to ``n_global_channels`` per pixel             (N, H, W, n_global_channels)
-       joined to the convolutions' channels                             (N, H, W, n_hidden_conv + n_global_channels)]
-      -> 1 x 1 convolution + tanh, ``n_layers_dense`` times             (N, H, W, n_hidden_dense)
+       x_t (N, D) -> linear + tanh, ``n_layers_dense`` times            (N, n_hidden_dense)
+         -> linear + tanh to ``n_dense_channels`` per pixel             (N, H, W, n_dense_channels)
+       joined to the convolutions' channels                             (N, H, W, n_hidden_conv + n_dense_channels)]
+      -> 1 x 1 convolution + tanh, ``n_layers_pixel`` times             (N, H, W, n_hidden_pixel)
       -> 1 x 1 linear map to 2 C J temporal coefficients                (N, H, W, 2 C J)
       -> temporal readout, eqs. (62)-(63), at every pixel               (N, H, W, 2 C)
       -> z = [z_mu, z_Sigma], each flattened like x_t                   (N, 2 D)
 
-``D = H W C``; the flattening is row-major over ``(H, W, C)``, so ``z[:, :D]``
-lines up with ``x_t`` and the Gaussian diffusion uses ``z`` as it uses the
-outputs of its other networks (eqs. 64-65 or the project's other
-parameterizations turn ``z`` into the reverse kernel).
+Names.  The paper's "Dense Layers" (App. D.2.1) are of two kinds with one form, a
+linear map and a tanh: "Dense (acting on the full image vector)" and
+"kernel-width-1 convolutional (acting separately on the feature vector for each
+pixel)".  Here, as in Fig. D.1, ``dense`` names the first only: the dense pathway,
+an MLP on the whole image vector (the reference code's "dense lower" MLP); ``pixel``
+names the second, the 1 x 1 layers (its "dense upper" MLP, applied at each pixel).
 
-Names.  The paper calls both the whole-image layers and the 1 x 1 layers "dense"
-(App. D.2.1, "Dense Layers": both are a linear map and a tanh); here ``global``
-names the first (the dense pathway, the reference code's "dense lower" MLP) and
-``dense`` the second (its "dense upper" MLP, applied at each pixel).
+**Layout** (said here once; the layers and the models refer to it).  ``D = H W C``;
+``x_t`` (N, D) is the image ``(N, H, W, C)`` flattened row-major over ``(H, W, C)``.
+At each pixel the coefficient map gives ``y`` (2 C J): ``J`` coefficients for each of
+``2 C`` outputs, output ``m`` reading ``y[m J : (m + 1) J]``
+(:func:`~.layers.pixel_readout_forward`); the outputs are the mean's ``C`` colours,
+then the variance's, ``m = i C + c`` with ``i = 0`` for ``z_mu`` and ``i = 1`` for
+``z_Sigma`` (the paper's ``y^mu`` and ``y^Sigma``).  The network returns ``z`` (N, 2 D)
+``= [z_mu, z_Sigma]``, each flattened row-major over ``(H, W, C)`` like ``x_t``: so
+``z[:, :D]`` lines up with ``x_t``, and the Gaussian diffusion uses ``z`` as it uses
+the outputs of its other networks (eqs. 64-65 or the project's other
+parameterizations turn ``z`` into the reverse kernel).  The dense pathway's last
+layer gives ``H W n_dense_channels`` units per image, read row-major as
+``(H, W, n_dense_channels)`` and joined after the convolutions' channels.
 
 Parameters are a dict of named arrays: ``conv{l}.W`` (S, k, k, C_in, C_out) and
-``conv{l}.b``; the dense pathway's ``global{l}.W`` and ``global{l}.b``, with
-``global0.W`` (D, n_hidden_global), the middle ones (n_hidden_global, n_hidden_global)
-and the last, ``global{n_layers_global}.W``, (n_hidden_global, H W n_global_channels);
-``dense{l}.W`` (C_in, C_out) and ``dense{l}.b``; ``readout.W`` and ``readout.b``, the
+``conv{l}.b``; the dense pathway's, named as an MLP's (:mod:`~numpy_diffusion.nn.mlp`),
+``dense.W{l}`` and ``dense.b{l}``: ``dense.W0`` (D, n_hidden_dense), the middle ones
+(n_hidden_dense, n_hidden_dense), the last (n_hidden_dense, H W n_dense_channels);
+``pixel{l}.W`` (C_in, C_out) and ``pixel{l}.b``; ``readout.W`` and ``readout.b``, the
 per-pixel map to the temporal coefficients (the paper's "Readout", App. D.2.1).
 Gradients come back keyed the same way.
 """
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import NamedTuple
 
 import numpy
 
 from ..backend import array_module
+from ..nn.layers import tanh_backward, tanh_forward
+from ..nn.mlp import init_mlp, mlp_backward, mlp_forward
 from ..nn.readout import SPACINGS, bump_basis
 from ..validation import check_choice, check_positive_int
-from .layers import dense_pathway_backward, dense_pathway_forward, multiscale_backward, multiscale_forward
-from .layers import pixel_readout_backward, pixel_readout_forward, pointwise_backward, pointwise_forward
-from .layers import tanh_backward, tanh_forward
+from .layers import multiscale_backward, multiscale_forward, pixel_readout_backward, pixel_readout_forward
+from .layers import pointwise_backward, pointwise_forward
 
 
 @dataclass
@@ -56,15 +68,15 @@ class ImageNetConfig:
     n_scales : int         scales of each multi-scale layer (1: plain convolution).
     kernel : int           odd kernel side ``k``.
     n_hidden_conv, n_layers_conv : int     width and number of multi-scale layers.
-    n_layers_global : int  hidden layers of the dense pathway on the whole image vector
-                           (Fig. D.1; the paper's CIFAR-10 model); 0: no dense pathway.  It has
-                           ``n_layers_global + 1`` linear + tanh layers: the last gives the channels.
-    n_hidden_global : int  width of its hidden layers.
-    n_global_channels : int   channels per pixel the dense pathway adds to the 1 x 1 layers' input.
-    n_hidden_dense, n_layers_dense : int   width and number of 1 x 1 tanh layers.
+    n_hidden_pixel, n_layers_pixel : int   width and number of 1 x 1 tanh layers.
     n_temporal_basis : int                 bumps ``J`` of the readout (eq. 63).
     bump_spacing : str     ``'linear'`` (the paper's: centres evenly spaced in ``t``) or
                            ``'log'`` (evenly spaced in ``log t``); see :func:`~numpy_diffusion.nn.readout.bump_basis`.
+    n_layers_dense : int   hidden layers of the dense pathway on the whole image vector
+                           (Fig. D.1; the paper's CIFAR-10 model); 0: no dense pathway.  It has
+                           ``n_layers_dense + 1`` linear + tanh layers: the last gives the channels.
+    n_hidden_dense : int   width of its hidden layers.
+    n_dense_channels : int   channels per pixel the dense pathway adds to the 1 x 1 layers' input.
     """
     size: int = 16
     channels: int = 1
@@ -73,22 +85,22 @@ class ImageNetConfig:
     kernel: int = 3
     n_hidden_conv: int = 20
     n_layers_conv: int = 4
-    n_hidden_dense: int = 20
-    n_layers_dense: int = 1
+    n_hidden_pixel: int = 20
+    n_layers_pixel: int = 1
     n_temporal_basis: int = 10
     bump_spacing: str = "linear"
-    n_layers_global: int = 0
-    n_hidden_global: int = 500
-    n_global_channels: int = 2
+    n_layers_dense: int = 0
+    n_hidden_dense: int = 500
+    n_dense_channels: int = 2
 
     def __post_init__(self):
-        for name in ("size", "channels", "n_scales", "kernel", "n_hidden_conv", "n_hidden_dense",
-                     "n_temporal_basis", "n_hidden_global", "n_global_channels"):
+        for name in ("size", "channels", "n_scales", "kernel", "n_hidden_conv", "n_hidden_pixel",
+                     "n_temporal_basis", "n_hidden_dense", "n_dense_channels"):
             check_positive_int(name, getattr(self, name))
         check_positive_int("T", self.T, 2)
         check_positive_int("n_layers_conv", self.n_layers_conv, 0)
+        check_positive_int("n_layers_pixel", self.n_layers_pixel, 0)
         check_positive_int("n_layers_dense", self.n_layers_dense, 0)
-        check_positive_int("n_layers_global", self.n_layers_global, 0)
         check_choice("bump_spacing", self.bump_spacing, SPACINGS)
         if self.kernel % 2 == 0:
             raise ValueError(f"kernel must be odd (same padding), got {self.kernel}")
@@ -106,23 +118,31 @@ class ImageNetConfig:
         """Channels per pixel entering the 1 x 1 layers: the convolutions' (the image's ``C``
         when there are no convolution layers), then the dense pathway's, if any."""
         local = self.n_hidden_conv if self.n_layers_conv else self.channels
-        return local + (self.n_global_channels if self.n_layers_global else 0)
+        return local + (self.n_dense_channels if self.n_layers_dense else 0)
 
     @property
-    def global_widths(self):
-        """The dense pathway's layer widths, ``[D, n_hidden_global, ..., H W n_global_channels]``
-        (``n_layers_global + 2`` of them), or ``[]`` without it."""
-        if not self.n_layers_global:
+    def dense_widths(self):
+        """The dense pathway's layer widths, ``[D, n_hidden_dense, ..., H W n_dense_channels]``
+        (``n_layers_dense + 2`` of them), or ``[]`` without it."""
+        if not self.n_layers_dense:
             return []
-        return [self.D] + [self.n_hidden_global] * self.n_layers_global + [self.size ** 2 * self.n_global_channels]
+        return [self.D] + [self.n_hidden_dense] * self.n_layers_dense + [self.size ** 2 * self.n_dense_channels]
 
     def to_dict(self):
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d):
-        """The configuration of a :meth:`to_dict` dict, or of a network's ``config()`` (its ``kind`` dropped)."""
-        return cls(**{k: v for k, v in d.items() if k != "kind"})
+        """The configuration of a :meth:`to_dict` dict, or of a network's ``config()`` (its
+        ``kind`` dropped).  Every field must be there and no other: a dict that names its
+        fields otherwise is refused, never read with defaults."""
+        d = {k: v for k, v in d.items() if k != "kind"}
+        names = [f.name for f in fields(cls)]
+        missing, unknown = [k for k in names if k not in d], sorted(set(d) - set(names))
+        if missing or unknown:
+            raise ValueError(f"not an image network configuration of this version: missing {missing}, "
+                             f"unknown {unknown}")
+        return cls(**d)
 
 
 def init_image_net(cfg, rng, dtype=numpy.float64):
@@ -144,13 +164,12 @@ def init_image_net(cfg, rng, dtype=numpy.float64):
         params[f"conv{l}.W"] = (std * rng.standard_normal((S, k, k, c_in, cfg.n_hidden_conv))).astype(dtype)
         params[f"conv{l}.b"] = numpy.zeros(cfg.n_hidden_conv, dtype=dtype)
         c_in = cfg.n_hidden_conv
-    widths = cfg.global_widths
-    for l, (n_in, n_out) in enumerate(zip(widths, widths[1:])):
-        glorot(f"global{l}", n_in, n_out)
+    if cfg.n_layers_dense:                                            # the dense pathway: an MLP
+        params.update(init_mlp(cfg.dense_widths, rng, dtype, prefix="dense."))
     c_in = cfg.pixel_features
-    for l in range(cfg.n_layers_dense):
-        glorot(f"dense{l}", c_in, cfg.n_hidden_dense)
-        c_in = cfg.n_hidden_dense
+    for l in range(cfg.n_layers_pixel):
+        glorot(f"pixel{l}", c_in, cfg.n_hidden_pixel)
+        c_in = cfg.n_hidden_pixel
     n_coef = 2 * cfg.channels * cfg.n_temporal_basis
     params["readout.W"] = numpy.zeros((c_in, n_coef), dtype=dtype)
     params["readout.b"] = numpy.zeros(n_coef, dtype=dtype)
@@ -160,20 +179,20 @@ def init_image_net(cfg, rng, dtype=numpy.float64):
 class ImageNetCache(NamedTuple):
     """The layers' caches, in forward order, and the image shape."""
     convs: tuple            # MultiScaleCache per multi-scale layer
-    global_layers: tuple    # (LinearCache, ActCache) per layer of the dense pathway
-    global_channels: int    # channels per pixel it adds (0 without it)
-    denses: tuple           # (PointwiseCache, ActCache) per 1 x 1 tanh layer
+    dense: object           # MLPCache of the dense pathway, or None without it
+    dense_channels: int     # channels per pixel it adds (0 without it)
+    pixels: tuple           # (PointwiseCache, OutputCache) per 1 x 1 tanh layer
     coef: object            # PointwiseCache of the readout's coefficient map
-    readout: object         # ReadoutCache
+    readout: object         # PixelReadoutCache
     shape: tuple            # (N, H, W, C)
 
 
 def image_net_forward(xt, t, params, cfg, G):
-    """``z = net(x_t, t)``.
+    """``z = net(x_t, t)``; the layout of ``x_t`` and ``z`` is the module docstring's.
 
     Parameters
     ----------
-    xt : ndarray of shape (N, D), ``D = size^2 C``, row-major over (H, W, C)
+    xt : ndarray of shape (N, D), ``D = size^2 C``
     t : int ndarray of shape (N,), values ``1..T``
     params : mapping name -> ndarray, from :func:`init_image_net`
     cfg : ImageNetConfig
@@ -188,22 +207,22 @@ def image_net_forward(xt, t, params, cfg, G):
     if xt.ndim != 2 or xt.shape[1] != cfg.D:
         raise ValueError(f"x_t must have shape (N, {cfg.D}) for {s} x {s} x {C} images, got {tuple(xt.shape)}")
     h = xt.reshape(N, s, s, C)                                        # (N, H, W, C)
-    convs, global_layers, denses = [], (), []
+    convs, dense, pixels = [], None, []
     for l in range(cfg.n_layers_conv):
         h, c = multiscale_forward(h, params[f"conv{l}.W"], params[f"conv{l}.b"])   # (N, H, W, n_hidden_conv)
         convs.append(c)
-    if cfg.n_layers_global:
-        g, global_layers = dense_pathway_forward(xt, params, cfg.n_layers_global)   # (N, H W c_g)
+    if cfg.n_layers_dense:                                            # the dense pathway, on the whole image
+        g, dense = mlp_forward(xt, params, activation="tanh", activate_last=True, prefix="dense.")  # (N, H W c_d)
         h = xp.concatenate([h, g.reshape(N, s, s, -1)], axis=3)      # (N, H, W, pixel_features)
-    for l in range(cfg.n_layers_dense):
-        a, c_lin = pointwise_forward(h, params[f"dense{l}.W"], params[f"dense{l}.b"])
-        h, c_act = tanh_forward(a)                                    # (N, H, W, n_hidden_dense)
-        denses.append((c_lin, c_act))
+    for l in range(cfg.n_layers_pixel):
+        a, c_lin = pointwise_forward(h, params[f"pixel{l}.W"], params[f"pixel{l}.b"])
+        h, c_act = tanh_forward(a)                                    # (N, H, W, n_hidden_pixel)
+        pixels.append((c_lin, c_act))
     y, c_coef = pointwise_forward(h, params["readout.W"], params["readout.b"])   # y_i, App. D.2.1  (N, H, W, 2 C J)
     z, c_read = pixel_readout_forward(y, t, G)                        # eq. (62)        (N, H, W, 2 C)
     z = z.reshape(N, s, s, 2, C).transpose(0, 3, 1, 2, 4).reshape(N, 2 * cfg.D)   # [z_mu, z_Sigma]  (N, 2 D)
-    c_g = cfg.n_global_channels if cfg.n_layers_global else 0
-    return z, ImageNetCache(tuple(convs), global_layers, c_g, tuple(denses), c_coef, c_read, (N, s, s, C))
+    c_d = cfg.n_dense_channels if cfg.n_layers_dense else 0
+    return z, ImageNetCache(tuple(convs), dense, c_d, tuple(pixels), c_coef, c_read, (N, s, s, C))
 
 
 def image_net_backward(dz, cache, *, need_dx=True):
@@ -214,26 +233,27 @@ def image_net_backward(dz, cache, *, need_dx=True):
     grads = {}
     dz = dz.reshape(N, 2, s, s, C).transpose(0, 2, 3, 1, 4).reshape(N, s, s, 2 * C)   # (N, H, W, 2 C)
     dy = pixel_readout_backward(dz, cache.readout)                    # (N, H, W, 2 C J)
-    hidden = bool(cache.denses or cache.convs or cache.global_layers)
-    dh, grads["readout.W"], grads["readout.b"] = pointwise_backward(dy, cache.coef, need_dx=need_dx or hidden)
-    for l in reversed(range(len(cache.denses))):
-        c_lin, c_act = cache.denses[l]
+    below = bool(cache.convs or cache.dense)                          # layers beneath the 1 x 1 ones
+    dh, grads["readout.W"], grads["readout.b"] = pointwise_backward(
+        dy, cache.coef, need_dx=need_dx or below or bool(cache.pixels))
+    for l in reversed(range(len(cache.pixels))):
+        c_lin, c_act = cache.pixels[l]
         da = tanh_backward(dh, c_act)
-        dh, grads[f"dense{l}.W"], grads[f"dense{l}.b"] = pointwise_backward(
-            da, c_lin, need_dx=need_dx or l > 0 or bool(cache.convs or cache.global_layers))
-    dx_global = None
-    if cache.global_layers:                                           # split the joined channels
-        c_g = cache.global_channels
-        dh, dg = dh[..., :-c_g], dh[..., -c_g:].reshape(N, -1)        # (N, H, W, c_local), (N, H W c_g)
-        dx_global, global_grads = dense_pathway_backward(dg, cache.global_layers, need_dx=need_dx)   # (N, D)
-        grads.update(global_grads)
+        dh, grads[f"pixel{l}.W"], grads[f"pixel{l}.b"] = pointwise_backward(
+            da, c_lin, need_dx=need_dx or l > 0 or below)
+    dx_dense = None
+    if cache.dense is not None:                                       # split the joined channels
+        c_d = cache.dense_channels
+        dh, dg = dh[..., :-c_d], dh[..., -c_d:].reshape(N, -1)        # (N, H, W, c_local), (N, H W c_d)
+        dx_dense, dense_grads = mlp_backward(dg, cache.dense, need_dx=need_dx)   # (N, D)
+        grads.update(dense_grads)
     for l in reversed(range(len(cache.convs))):
         dh, grads[f"conv{l}.W"], grads[f"conv{l}.b"] = multiscale_backward(
             dh, cache.convs[l], need_dx=need_dx or l > 0)
     if not need_dx:
         return None, grads
     dx = dh.reshape(N, -1)                                            # both pathways read x_t
-    return (dx + dx_global if dx_global is not None else dx), grads
+    return (dx + dx_dense if dx_dense is not None else dx), grads
 
 
 class ImageNetwork:
@@ -246,7 +266,7 @@ class ImageNetwork:
     """
 
     def __init__(self, cfg):
-        self.cfg = ImageNetConfig(**cfg) if isinstance(cfg, dict) else cfg
+        self.cfg = ImageNetConfig.from_dict(cfg) if isinstance(cfg, dict) else cfg
         self._G = {}
 
     @property

@@ -65,17 +65,13 @@ def sigmoid(x):
 
 
 def softplus(x):
-    """``log(1 + exp(x))`` (the soft ReLU) computed stably for any ``x``."""
+    """``log(1 + exp(x))`` (the paper's "soft relu", App. D.2.1) computed stably for any ``x``."""
     xp = array_module(x)
     return xp.maximum(x, 0) + xp.log1p(xp.exp(-xp.abs(x)))
 
 
 class OutputCache(NamedTuple):
-    out: object                               # (N, H) the activation's output, when its derivative is one of it
-
-
-class InputCache(NamedTuple):
-    x: object                                 # (N, H) the activation's input
+    out: object                               # the output, shaped like the input: the derivative is a function of it
 
 
 class SiLUCache(NamedTuple):
@@ -112,13 +108,15 @@ def sigmoid_backward(dout, cache):
 
 
 def softplus_forward(x):
-    """``softplus(x)``; caches ``x``, since ``softplus' = sigma``."""
-    return softplus(x), InputCache(x)
+    """``s = softplus(x)``; caches the output, since ``softplus'(x) = sigma(x) = 1 - exp(-s)``
+    (``exp(-s) = 1 / (1 + e^x)``)."""
+    out = softplus(x)
+    return out, OutputCache(out)
 
 
 def softplus_backward(dout, cache):
-    """``dx = dout sigma(x)``."""
-    return dout * sigmoid(cache.x)                    # softplus' = sigma
+    """``dx = dout (1 - exp(-s))``, computed as ``-expm1(-s)``: full precision where ``s`` is tiny."""
+    return dout * -array_module(dout).expm1(-cache.out)   # softplus' = sigma = 1 - e^-s
 
 
 def silu_forward(x):

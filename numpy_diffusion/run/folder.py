@@ -144,7 +144,8 @@ def prepare_run(parser, args, given, outputs, model_class, saved_settings, may_c
         try:
             saved = saved_settings(config)
         except (KeyError, TypeError) as err:
-            refuse(parser, "--out", f"{ck!r} carries settings this demo cannot read (no {err})")
+            refuse(parser, "--out", f"{ck!r} carries settings this demo cannot read (no {err}): another version "
+                                    "of the demo wrote it; start over with --overwrite, or choose another --out")
         check_resume(parser, args, given, config, saved, may_change)
     elif os.path.lexists(ck) and not args.overwrite:
         try:
