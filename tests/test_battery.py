@@ -62,6 +62,14 @@ BAD = {
                     "--T": ["0", "1", "-1", "1.5", "nan", "100001"],
                     "--param": ["ddpm", ""],
                     "--beta-1": ["0", "-1e-3", "1e-15", "1", "nan", "inf", "x"],
+                    "--net": ["cnn", "UNET", ""],
+                    "--objective": ["elbo", "Simple", ""],
+                    "--schedule": ["cosine", ""],
+                    "--beta-T": ["0", "1", "-0.1", "nan", "inf", "x"],
+                    "--widths": ["0", "8,a", "", "8,,8", "1,2,3,4,5,6,7,8,9", "1025", "nan"],
+                    "--blocks": ["0", "-1", "17", "1.5", "x"],
+                    "--emb-dim": ["0", "-1", "4097", "nan"],
+                    "--groups": ["0", "-1", "1025", "x"],
                     "--scales": ["0", "-1", "9", "1.5"],
                     "--conv-layers": ["-1", "65", "1.5", "x"],
                     "--conv-width": ["0", "-1", "1025", "x"],
@@ -86,12 +94,13 @@ BAD = {
 }
 DEMOS = {"swiss_roll": swiss_roll, "heartbeat": heartbeat, "dead_leaves": dead_leaves,
          "swiss_roll_posterior": swiss_roll_posterior}
-NOT_VALUES = {"-h", "--help", "--resume", "--overwrite", "--learn-beta", "--fixed-beta", "--out", "--checkpoint"}
+NOT_VALUES = {"-h", "--help", "--resume", "--overwrite", "--learn-beta", "--fixed-beta", "--no-attention", "--out",
+              "--checkpoint"}
 TINY = {"swiss_roll": ["--steps", "2", "--batch-size", "16", "--eval-size", "50", "--n-samples", "20"],
         "heartbeat": ["--steps", "2", "--batch-size", "16", "--eval-size", "20", "--n-samples", "20",
                       "--n-bumps", "5"],
         "dead_leaves": ["--steps", "2", "--batch-size", "16", "--eval-size", "12", "--n-samples", "8",
-                        "--size", "4", "--T", "6", "--scales", "2", "--conv-layers", "1", "--conv-width", "3",
+                        "--net", "paper", "--size", "4", "--T", "6", "--scales", "2", "--conv-layers", "1", "--conv-width", "3",
                         "--pixel-width", "3", "--n-bumps", "2", "--n-train", "64", "--n-posterior", "2",
                         "--particles", "3", "--strata", "3"]}
 MODEL = {"swiss_roll": "a GaussianDiffusion", "heartbeat": "a BinomialDiffusion", "dead_leaves": "an ImageDiffusion"}
@@ -175,19 +184,33 @@ BETWEEN = {
                   (["--basis=identity", "--n-bumps=5"], "--n-bumps"),
                   (["--overwrite", "--resume"], "--resume"),
                   (["--ema"], "--ema")],
-    "dead_leaves": [(["--size=6"], "--size"),                                  # --scales 3: a multiple of 4
-                    (["--size=8", "--scales=5"], "--scales"),
-                    (["--conv-layers=0", "--scales=2"], "--scales"),
-                    (["--conv-layers=0", "--conv-width=5"], "--conv-width"),
-                    (["--pixel-layers=0", "--pixel-width=5"], "--pixel-width"),
-                    (["--dense-width=50"], "--dense-width"),                  # --dense-layers 0
-                    (["--dense-layers=0", "--dense-channels=3"], "--dense-channels"),
+    "dead_leaves": [(["--size=6"], "--size"),                                  # U-Net, 3 levels: a multiple of 4
+                    (["--net=paper", "--size=6"], "--size"),                   # --scales 3: a multiple of 4
+                    (["--net=paper", "--size=8", "--scales=5"], "--scales"),
+                    (["--net=paper", "--conv-layers=0", "--scales=2"], "--scales"),
+                    (["--net=paper", "--conv-layers=0", "--conv-width=5"], "--conv-width"),
+                    (["--net=paper", "--pixel-layers=0", "--pixel-width=5"], "--pixel-width"),
+                    (["--net=paper", "--dense-width=50"], "--dense-width"),    # --dense-layers 0
+                    (["--net=paper", "--dense-layers=0", "--dense-channels=3"], "--dense-channels"),
+                    (["--scales=2"], "--scales"),                              # paper's options with the U-Net
+                    (["--n-bumps=3"], "--n-bumps"),
+                    (["--bump-spacing=linear"], "--bump-spacing"),
+                    (["--net=paper", "--widths=8,8"], "--widths"),             # and the U-Net's with the paper's
+                    (["--net=paper", "--no-attention"], "--no-attention"),
+                    (["--net=paper", "--groups=4"], "--groups"),
+                    (["--groups=5"], "--groups"),                              # widths 16, 32, 32
+                    (["--widths=16,24", "--groups=16"], "--groups"),
+                    (["--widths=8,8,8,8,8,8"], "--widths"),                    # 16 pixels: 5 levels at most
+                    (["--schedule=reference", "--beta-T=0.1"], "--beta-T"),
+                    (["--net=paper", "--beta-T=0.1"], "--beta-T"),             # its schedule is the reference one
+                    (["--beta-1=0.05"], "--beta-1"),                           # above --beta-T 0.02
+                    (["--objective=simple", "--learn-beta"], "--objective"),
                     (["--r-min=3", "--r-max=2"], "--r-max"),
-                    (["--size=2", "--scales=1", "--r-min=3"], "--r-min"),      # --r-max is --size
+                    (["--size=4", "--widths=4", "--groups=4", "--r-min=5"], "--r-min"),   # --r-max is --size
                     (["--n-train=256"], "--n-train"),                          # 16 x 16 pixels
                     (["--size=32", "--n-train=1000"], "--n-train"),
-                    (["--T=5"], "--T"),                                        # --n-bumps 10
-                    (["--T=5", "--n-bumps=6"], "--n-bumps"),
+                    (["--net=paper", "--T=5"], "--T"),                         # --n-bumps 10
+                    (["--net=paper", "--T=5", "--n-bumps=6"], "--n-bumps"),
                     (["--n-posterior=20", "--eval-size=10"], "--n-posterior"),
                     (["--eval-size=3"], "--eval-size"),                        # --n-posterior 4
                     (["--resume", "--eval-size=3"], "--eval-size"),

@@ -179,5 +179,5 @@ def test_benchmark_image_gemm_count_of_the_1x1_layers_alone():
 def test_benchmark_times_the_dead_leaves_demos_default_model():
     import benchmark
     import dead_leaves
-    demo = dead_leaves.new_model(dead_leaves.make_parser().parse_args([]))
+    demo = dead_leaves.new_model(dead_leaves.check_args(dead_leaves.make_parser(), ["--net", "paper"])[0])
     assert benchmark.make_image_trainer(4, np).model.config() == demo.config()

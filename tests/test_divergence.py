@@ -123,7 +123,7 @@ def test_a_resumed_run_names_the_checkpoint_it_resumed(tmp_path, capsys, saves):
     assert load_checkpoint(out / "checkpoint.npz")[1]["train"]["lr"] == 1e-3      # as it was saved
 
 
-IMAGE = ["--size", "4", "--T", "6", "--scales", "2", "--conv-layers", "1", "--conv-width", "3", "--pixel-width", "3",
+IMAGE = ["--net", "paper", "--size", "4", "--T", "6", "--scales", "2", "--conv-layers", "1", "--conv-width", "3", "--pixel-width", "3",
          "--n-bumps", "2", "--n-train", "64", "--batch-size", "16", "--eval-size", "12", "--n-samples", "8",
          "--n-posterior", "2", "--particles", "3", "--strata", "3"]
 IMAGE_WAYS = [

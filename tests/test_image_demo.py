@@ -7,10 +7,12 @@ import numpy as np
 import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-TINY = ["--size", "4", "--T", "6", "--scales", "2", "--conv-layers", "1", "--conv-width", "3",
-        "--pixel-width", "3", "--n-bumps", "2", "--n-train", "64", "--batch-size", "8", "--eval-size", "12",
-        "--n-samples", "8", "--n-posterior", "2", "--particles", "3", "--strata", "3", "--eval-every", "4",
-        "--shards", "1", "--dtype", "float64"]
+COMMON = ["--size", "4", "--T", "6", "--n-train", "64", "--batch-size", "8", "--eval-size", "12",
+          "--n-samples", "8", "--n-posterior", "2", "--particles", "3", "--strata", "3", "--eval-every", "4",
+          "--shards", "1", "--dtype", "float64"]
+TINY = ["--net", "paper", "--scales", "2", "--conv-layers", "1", "--conv-width", "3", "--pixel-width", "3",
+        "--n-bumps", "2"] + COMMON
+TINY_UNET = ["--widths", "2,4", "--groups", "2", "--emb-dim", "4"] + COMMON
 
 
 @pytest.fixture(scope="module")
@@ -26,10 +28,12 @@ def params_of(folder):
         return {k: z[k] for k in z.files if k.startswith("param/")}
 
 
-@pytest.mark.parametrize("extra", [[], ["--dense-layers", "1", "--dense-width", "4"]], ids=["conv", "dense-pathway"])
-def test_demo_writes_everything_and_resumes_exactly(demo, tmp_path, capsys, extra):
+@pytest.mark.parametrize("tiny, extra", [(TINY, []), (TINY, ["--dense-layers", "1", "--dense-width", "4"]),
+                                         (TINY_UNET, []), (TINY_UNET, ["--objective", "simple"])],
+                         ids=["conv", "dense-pathway", "unet", "unet-simple"])
+def test_demo_writes_everything_and_resumes_exactly(demo, tmp_path, capsys, tiny, extra):
     straight, split = str(tmp_path / "a"), str(tmp_path / "b")
-    demo.main(TINY + extra + ["--steps", "8", "--out", straight])
+    demo.main(tiny + extra + ["--steps", "8", "--out", straight])
     out = capsys.readouterr().out
     assert "diffusion - Gaussian (paired)" in out and "NLL, bits/dim" in out
     for name in ("samples.png", "bound_by_t.png", "training.png", "inpainting.png", "denoising.png", "metrics.json"):
@@ -38,12 +42,13 @@ def test_demo_writes_everything_and_resumes_exactly(demo, tmp_path, capsys, extr
         m = json.load(f)
     assert m["steps"] == 8 and m["held_out_images"] == 12 and m["data"]["size"] == 4
     assert np.isfinite(m["K_minus_gaussian_bits_per_pixel"]) and m["inpainting"]["smc"]["border_agreement"] >= 0
-    demo.main(TINY + extra + ["--steps", "4", "--out", split])
+    assert m["model"]["net"]["kind"] == ("unet" if tiny is TINY_UNET else "image")
+    demo.main(tiny + extra + ["--steps", "4", "--out", split])
     demo.main(["--resume", "--steps", "8", "--out", split, "--eval-size", "12", "--n-samples", "8",
                "--n-posterior", "2", "--particles", "3", "--strata", "3", "--eval-every", "4"]
               + extra[2:])                                   # repeating the checkpoint's --dense-width is fine
     a, b = params_of(straight), params_of(split)
-    assert a.keys() == b.keys() and any(k.startswith("param/dense.") for k in a) == bool(extra)
+    assert a.keys() == b.keys() and any(k.startswith("param/dense.") for k in a) == (extra[:1] == ["--dense-layers"])
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 

@@ -28,7 +28,7 @@ TINY = {"swiss_roll": ["--steps", "24", "--batch-size", "32", "--eval-every", "4
         "heartbeat": ["--steps", "24", "--batch-size", "32", "--eval-every", "4", "--eval-size", "20",
                       "--n-samples", "20", "--n-bumps", "5", "--shards", "1"],
         "dead_leaves": ["--steps", "24", "--batch-size", "16", "--eval-every", "4", "--eval-size", "12",
-                        "--n-samples", "8", "--shards", "1", "--size", "4", "--T", "6", "--scales", "2",
+                        "--n-samples", "8", "--shards", "1", "--net", "paper", "--size", "4", "--T", "6", "--scales", "2",
                         "--conv-layers", "1", "--conv-width", "3", "--pixel-width", "3", "--n-bumps", "2",
                         "--n-train", "64", "--n-posterior", "2", "--particles", "3", "--strata", "3"]}
 

@@ -59,6 +59,22 @@ def integer(lo, hi):
     return parse
 
 
+def integers(lo, hi, most=8):
+    """An argparse type: 1 to ``most`` comma-separated integers in ``lo..hi``, as a tuple."""
+    one = integer(lo, hi)
+
+    def parse(text):
+        parts = text.split(",")
+        try:
+            if not 1 <= len(parts) <= most:
+                raise argparse.ArgumentTypeError("")
+            return tuple(one(part.strip()) for part in parts)
+        except argparse.ArgumentTypeError:
+            raise argparse.ArgumentTypeError(f"invalid value {text!r}: allowed: {parse.allowed}") from None
+    parse.allowed = f"1 to {most} comma-separated integers, each from {lo:,} to {hi:,}"
+    return parse
+
+
 def real(lo, hi, lo_open=True, hi_open=False):
     """An argparse type: a finite number in the interval from ``lo`` to ``hi``
     (``None``: unbounded), ends open or closed as flagged."""

@@ -30,6 +30,7 @@ import numpy
 from .checkpoint import (TMP_PREFIX, CheckpointError, atomic_write, load_checkpoint, model_class_of,
                          remove_stale_temporaries)
 from .cli import CHECKPOINT, fail, refuse
+from .divergence import check_held_out
 from .training import TrainingDiverged
 
 HELD_OUT_SEED_OFFSET = 1_000_003                            # held-out data: another seed
@@ -214,7 +215,7 @@ class Progress:
         if step % self.args.eval_every == 0 or step == trainer.cfg.steps:
             trainer.check_params()
             K, se = self.evaluate(self.model, trainer.eval_params, self.x_val, numpy.random.default_rng(step))
-            trainer.check_loss(-K * self.per * math.log(2))
+            self.check_held_out(trainer, K)
             self.history.append([step, K, se])
             trainer.save(os.path.join(self.args.out, CHECKPOINT), extra={"eval_history": self.history, **self.extra})
             self.saved_step = step
@@ -225,10 +226,27 @@ class Progress:
             recent = [l for _, l in trainer.losses[-100:]]
             rate = (step - self.start_step) / max(now - self.t0, 1e-9)
             eta = (trainer.cfg.steps - step) / max(rate, 1e-9)
-            print(f"step {step:>6}/{trainer.cfg.steps}  minibatch K ≈ "
-                  f"{-numpy.mean(recent) / (math.log(2) * self.per):+.2f}"
-                  f" {self.unit}  lr {trainer.cfg.lr_at(step - 1):.2e}  {rate:.0f} steps/s  eta {eta:.0f} s",
-                  flush=True)
+            shown = (f"minibatch K ≈ {-numpy.mean(recent) / (math.log(2) * self.per):+.2f} {self.unit}" if self.on_bound
+                     else f"minibatch objective ≈ {numpy.mean(recent):.4g} nats")
+            print(f"step {step:>6}/{trainer.cfg.steps}  {shown}  lr {trainer.cfg.lr_at(step - 1):.2e}  "
+                  f"{rate:.0f} steps/s  eta {eta:.0f} s", flush=True)
+
+    @property
+    def on_bound(self):
+        """Whether training minimizes ``-K`` itself (the Gaussian model's ``objective``), so that a
+        minibatch loss is an estimate of the bound."""
+        return getattr(getattr(self.model, "cfg", None), "objective", "bound") == "bound"
+
+    def check_held_out(self, trainer, K):
+        """Stop a diverged run (:mod:`~numpy_diffusion.run.divergence`): the held-out ``-K`` against the
+        best minibatch loss when training minimizes ``-K``; against the best earlier held-out ``-K``
+        when it minimizes another objective, whose minibatch losses are on another scale."""
+        loss = -K * self.per * math.log(2)                            # nats per example
+        if self.on_bound:
+            trainer.check_loss(loss)
+            return
+        earlier = [-k * self.per * math.log(2) for _, k, _ in self.history]
+        check_held_out(trainer.step, loss, earlier[0] if earlier else loss, min(earlier, default=math.inf))
 
 
 def train_or_exit(trainer, progress):
