@@ -52,7 +52,7 @@ DATA_KEYS = ("size", "r_min", "r_max", "n_train")
 DEFAULTS = {"unet": {"steps": 15000, "lr": 2e-3, "param": "eps", "schedule": "linear", "beta_1": dl.beta_1_at_ceiling()},
             "paper": {"steps": 30000, "lr": 3e-3, "param": "bounded", "schedule": "reference", "beta_1": 1e-3}}
 PAPER_ONLY = ("scales", "conv_layers", "conv_width", "dense_layers", "dense_width", "dense_channels",
-              "pixel_layers", "pixel_width", "n_bumps", "bump_spacing")
+              "pixel_layers", "pixel_width", "n_bumps", "bump_spacing", "time_embedding")
 UNET_ONLY = ("widths", "blocks", "no_attention", "emb_dim", "groups")
 SHOWN = 4                                        # held-out images in the posterior figures
 OUTPUTS = ("samples.png", "bound_by_t.png", "training.png", "inpainting.png", "denoising.png", "metrics.json")
@@ -115,6 +115,9 @@ def make_parser():
                    help="paper: temporal basis functions J (eq. 63), at most --T")
     p.add_argument("--bump-spacing", choices=("log", "linear"), default="log",
                    help="paper: bump centres evenly spaced in log t, or in t (the paper's, eq. 63)")
+    p.add_argument("--time-embedding", type=integer(0, 4096), default=0,
+                   help="paper: width of a time embedding that shifts every layer, as in the U-Net (not the "
+                        "paper's; 0: t enters only at the readout)")
     p.add_argument("--t-sampling", choices=("log-uniform", "uniform"), default="log-uniform",
                    help="how training draws t: P(t) ∝ 1/t, weighted by 1/P(t), or uniform")
     p.add_argument("--strata", type=integer(1, 100_000), default=30,
@@ -172,6 +175,9 @@ def model_misfits(args):
             (("r_max", "r_min"), args.r_min <= r_max, f"--r-min <= --r-max (here {args.r_min:g} and {r_max:g})"),
             (("n_train", "size"), args.n_train > size ** 2, f"--n-train > --size^2 = {size ** 2:,} "
              "(the Gaussian baseline's covariance needs more images than pixels)"),
+            (("time_embedding", "conv_layers", "pixel_layers"),
+             args.net == "unet" or not args.time_embedding or args.conv_layers or args.pixel_layers,
+             "--time-embedding 0 without multi-scale or 1 x 1 layers (it shifts their outputs)"),
             (("n_bumps", "T"), args.net == "unet" or args.n_bumps <= args.T,
              f"--n-bumps <= --T (here {args.n_bumps} and {args.T})")]
 
@@ -195,7 +201,7 @@ def saved_settings(config):
             "pixel_layers": net["n_layers_pixel"], "pixel_width": net["n_hidden_pixel"],
             "dense_layers": net["n_layers_dense"], "dense_width": net["n_hidden_dense"],
             "dense_channels": net["n_dense_channels"], "n_bumps": net["n_temporal_basis"],
-            "bump_spacing": net["bump_spacing"]}
+            "bump_spacing": net["bump_spacing"], "time_embedding": net["time_embedding"]}
 
 
 def new_model(args):
@@ -209,7 +215,8 @@ def new_model(args):
                              n_hidden_pixel=args.pixel_width, n_layers_pixel=args.pixel_layers,
                              n_layers_dense=args.dense_layers, n_hidden_dense=args.dense_width,
                              n_dense_channels=args.dense_channels,
-                             n_temporal_basis=args.n_bumps, bump_spacing=args.bump_spacing)
+                             n_temporal_basis=args.n_bumps, bump_spacing=args.bump_spacing,
+                             time_embedding=args.time_embedding)
     return image_model(net, beta_1=args.beta_1, param=args.param, learn_beta=args.learn_beta,
                        t_sampling=args.t_sampling, objective=args.objective, baseline=args.schedule,
                        **({"beta_T": args.beta_T} if args.schedule == "linear" else {}))

@@ -80,6 +80,7 @@ BAD = {
                     "--dense-channels": ["0", "1025", "nan"],
                     "--n-bumps": ["0", "-1", "1.5", "x", "100001"],
                     "--bump-spacing": ["exp", "LOG", ""],
+                    "--time-embedding": ["-1", "4097", "1.5", "x"],
                     "--t-sampling": ["stratified", "1/t", ""],
                     "--strata": ["0", "-1", "1.5", "nan"],
                     "--ema": ["-0.1", "1", "1.5", "nan", "inf", "x"],
@@ -195,6 +196,8 @@ BETWEEN = {
                     (["--scales=2"], "--scales"),                              # paper's options with the U-Net
                     (["--n-bumps=3"], "--n-bumps"),
                     (["--bump-spacing=linear"], "--bump-spacing"),
+                    (["--time-embedding=8"], "--time-embedding"),
+                    (["--net=paper", "--conv-layers=0", "--pixel-layers=0", "--time-embedding=8"], "--time-embedding"),
                     (["--net=paper", "--widths=8,8"], "--widths"),             # and the U-Net's with the paper's
                     (["--net=paper", "--no-attention"], "--no-attention"),
                     (["--net=paper", "--groups=4"], "--groups"),

@@ -29,8 +29,9 @@ def params_of(folder):
 
 
 @pytest.mark.parametrize("tiny, extra", [(TINY, []), (TINY, ["--dense-layers", "1", "--dense-width", "4"]),
+                                         (TINY, ["--time-embedding", "4"]),
                                          (TINY_UNET, []), (TINY_UNET, ["--objective", "simple"])],
-                         ids=["conv", "dense-pathway", "unet", "unet-simple"])
+                         ids=["conv", "dense-pathway", "time-embedding", "unet", "unet-simple"])
 def test_demo_writes_everything_and_resumes_exactly(demo, tmp_path, capsys, tiny, extra):
     straight, split = str(tmp_path / "a"), str(tmp_path / "b")
     demo.main(tiny + extra + ["--steps", "8", "--out", straight])

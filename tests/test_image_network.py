@@ -26,12 +26,14 @@ def directional_error(loss, theta, grad, rng, scale, delta=1e-6):
 
 TOL = 1e-5
 
-configs = st.builds(ImageNetConfig, size=st.sampled_from([4, 8]), channels=st.integers(1, 2),
-                    T=st.integers(2, 50), n_scales=st.integers(1, 3), kernel=st.sampled_from([1, 3]),
-                    n_hidden_conv=st.integers(1, 4), n_layers_conv=st.integers(0, 2),
-                    n_hidden_pixel=st.integers(1, 4), n_layers_pixel=st.integers(0, 2),
-                    n_temporal_basis=st.integers(1, 4), n_layers_dense=st.integers(0, 2),
-                    n_hidden_dense=st.integers(1, 5), n_dense_channels=st.integers(1, 3))
+configs = st.fixed_dictionaries(dict(
+    size=st.sampled_from([4, 8]), channels=st.integers(1, 2), T=st.integers(2, 50), n_scales=st.integers(1, 3),
+    kernel=st.sampled_from([1, 3]), n_hidden_conv=st.integers(1, 4), n_layers_conv=st.integers(0, 2),
+    n_hidden_pixel=st.integers(1, 4), n_layers_pixel=st.integers(0, 2), n_temporal_basis=st.integers(1, 4),
+    n_layers_dense=st.integers(0, 2), n_hidden_dense=st.integers(1, 5), n_dense_channels=st.integers(1, 3),
+    time_embedding=st.sampled_from([0, 0, 1, 4]))).filter(
+        lambda c: not c["time_embedding"] or c["n_layers_conv"] or c["n_layers_pixel"]).map(
+        lambda c: ImageNetConfig(**c))   # a time embedding needs layers to shift
 
 
 def random_params(net, rng):
@@ -78,7 +80,7 @@ def test_every_parameter_gradient(seed):
     """Entry by entry on a small two-scale network (the directional check sees only sums)."""
     net = ImageNetwork(ImageNetConfig(size=4, T=10, n_scales=2, n_hidden_conv=2, n_layers_conv=2,
                                       n_hidden_pixel=3, n_temporal_basis=3, n_layers_dense=1,
-                                      n_hidden_dense=3, n_dense_channels=2))
+                                      n_hidden_dense=3, n_dense_channels=2, time_embedding=3))
     rng = rng_from(seed)
     params = random_params(net, rng)
     xt, t = draw(net, rng)
@@ -171,3 +173,20 @@ def test_backward_function_form():
     z, cache = net.forward(xt, t, params)
     dx, dparams = image_net_backward(np.ones_like(z), cache)
     assert dx.shape == xt.shape and set(dparams) == set(params)
+
+
+def test_time_embedding_starts_as_the_papers_network():
+    """Its shifts start at zero: with the same other parameters, z is the paper network's.  With one
+    bump (J = 1, g(t) = 1: a readout without t) the paper's z does not depend on t at all; once a
+    shift is nonzero, the embedding's z does, through the layers."""
+    rng = np.random.default_rng(4)
+    cfg = dict(size=4, T=30, n_scales=2, n_hidden_conv=3, n_layers_conv=2, n_hidden_pixel=3, n_temporal_basis=1)
+    paper, timed = ImageNetwork(ImageNetConfig(**cfg)), ImageNetwork(ImageNetConfig(**cfg, time_embedding=5))
+    p = random_params(paper, rng)
+    q = {**timed.init_params(rng), **p}                                # the same shared weights, shifts at 0
+    xt, t = draw(paper, rng, N=3)
+    np.testing.assert_array_equal(paper.forward(xt, t, p)[0], timed.forward(xt, t, q)[0])
+    early, late = np.full(3, 7), np.full(3, 16)
+    np.testing.assert_array_equal(paper.forward(xt, early, p)[0], paper.forward(xt, late, p)[0])
+    q["conv0.emb.W"] = rng.normal(size=q["conv0.emb.W"].shape)
+    assert not np.allclose(timed.forward(xt, early, q)[0], timed.forward(xt, late, q)[0])

@@ -6,8 +6,8 @@ by Nichol & Dhariwal (2021), built from the project's convolutions.
 - :func:`group_norm_forward`: GroupNorm (Wu & He 2018), per example and group of channels;
 - :func:`timestep_embedding`: the sinusoidal embedding of the step ``t`` (a plain function);
 - :func:`norm_act_conv_forward`: ``conv(SiLU(GN(x)))``, the unit a residual block repeats;
-- :func:`res_block_forward`: two such units, a per-channel shift from the time
-  embedding between them, and a skip connection;
+- :func:`time_shift_forward`: a per-channel shift from the time embedding;
+- :func:`res_block_forward`: two such units, the time shift between them, and a skip connection;
 - :func:`upsample_conv_forward`: nearest-neighbour upsampling by 2, then a convolution.
 
 Images are ``(N, H, W, C)``, channels last (see :mod:`.conv`).  Parameters are a dict of
@@ -157,11 +157,48 @@ def norm_act_conv_backward(dout, cache):
     return dx, grads
 
 
+class TimeShiftCache(NamedTuple):
+    """The caches of the embedding's SiLU and of its linear map."""
+    act: object        # SiLUCache of the time embedding
+    lin: object        # LinearCache of the per-channel shift
+
+
+def time_shift_forward(h, emb, W, b):
+    """The time embedding's shift of every channel: ``out = h + (SiLU(emb) W + b)[:, None, None, :]``,
+    the same at every pixel (DDPM's way of telling a layer the step ``t``).
+
+    Parameters
+    ----------
+    h : ndarray of shape (N, H, W, O)
+    emb : ndarray of shape (N, E), the time embedding
+    W : ndarray of shape (E, O)
+    b : ndarray of shape (O,)
+
+    Returns
+    -------
+    out : ndarray of shape (N, H, W, O)
+    cache : TimeShiftCache
+    """
+    if emb.ndim != 2 or emb.shape[0] != h.shape[0] or W.shape != (emb.shape[1], h.shape[3]):
+        raise ValueError(f"time shift: h {tuple(h.shape)}, emb {tuple(emb.shape)}, W {tuple(W.shape)} do not fit; "
+                         "need h (N, H, W, O), emb (N, E), W (E, O)")
+    e, act = silu_forward(emb)                                        # (N, E)
+    e, lin = linear_forward(e, W, b)                                  # (N, O)
+    return h + e[:, None, None, :], TimeShiftCache(act, lin)
+
+
+def time_shift_backward(dout, cache):
+    """Gradients of :func:`time_shift_forward`: ``(dh, demb, dW, db)``, shaped like ``h``, ``emb``,
+    ``W`` and ``b``."""
+    de = dout.sum(axis=(1, 2))                                        # d out/d e = 1 at every pixel  (N, O)
+    de, dW, db = linear_backward(de, cache.lin)                       # (N, E)
+    return dout, silu_backward(de, cache.act), dW, db                 # d out/d h = 1; SiLU'(emb)
+
+
 class ResBlockCache(NamedTuple):
     """The caches of the block's pieces; ``skip`` is ``None`` for the identity."""
     first: NormActConvCache
-    emb_act: object    # SiLUCache of the time embedding
-    emb_lin: object    # LinearCache of its per-channel shift
+    shift: TimeShiftCache
     second: NormActConvCache
     skip: object       # PointwiseCache or None
     prefix: str
@@ -198,12 +235,10 @@ def res_block_forward(x, emb, params, prefix, *, groups):
         raise ValueError(f"res block {prefix!r}: x {tuple(x.shape)}, emb {tuple(emb.shape)} do not fit; need "
                          f"emb (N, E) for x (N, H, W, C), and {prefix}skip.W where C differs from {O}")
     h, first = norm_act_conv_forward(x, params, prefix + "norm1", prefix + "conv1", groups=groups)   # (N, H, W, O)
-    e, emb_act = silu_forward(emb)                                    # (N, E)
-    e, emb_lin = linear_forward(e, params[f"{prefix}emb.W"], params[f"{prefix}emb.b"])   # (N, O)
-    h, second = norm_act_conv_forward(h + e[:, None, None, :], params, prefix + "norm2", prefix + "conv2",
-                                      groups=groups)                   # (N, H, W, O)
+    h, shift = time_shift_forward(h, emb, params[f"{prefix}emb.W"], params[f"{prefix}emb.b"])   # (N, H, W, O)
+    h, second = norm_act_conv_forward(h, params, prefix + "norm2", prefix + "conv2", groups=groups)   # (N, H, W, O)
     s, skip = pointwise_forward(x, params[f"{prefix}skip.W"], params[f"{prefix}skip.b"]) if has_skip else (x, None)
-    return s + h, ResBlockCache(first, emb_act, emb_lin, second, skip, prefix)
+    return s + h, ResBlockCache(first, shift, second, skip, prefix)
 
 
 def res_block_backward(dout, cache):
@@ -211,9 +246,7 @@ def res_block_backward(dout, cache):
     ``demb`` (N, E) and ``grads`` keyed like the block's parameters."""
     p = cache.prefix
     dh, grads = norm_act_conv_backward(dout, cache.second)            # d out/d conv2 = 1   (N, H, W, O)
-    de = dh.sum(axis=(1, 2))                                          # d h/d e = 1 at every pixel  (N, O)
-    de, grads[f"{p}emb.W"], grads[f"{p}emb.b"] = linear_backward(de, cache.emb_lin)   # (N, E)
-    demb = silu_backward(de, cache.emb_act)                           # SiLU'(emb)           (N, E)
+    dh, demb, grads[f"{p}emb.W"], grads[f"{p}emb.b"] = time_shift_backward(dh, cache.shift)   # (N, E)
     dx, first = norm_act_conv_backward(dh, cache.first)               # (N, H, W, C)
     grads.update(first)
     if cache.skip is None:

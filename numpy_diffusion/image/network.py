@@ -7,6 +7,9 @@
          -> linear + tanh to ``n_dense_channels`` per pixel             (N, H, W, n_dense_channels)
        joined to the convolutions' channels                             (N, H, W, n_hidden_conv + n_dense_channels)]
       -> 1 x 1 convolution + tanh, ``n_layers_pixel`` times             (N, H, W, n_hidden_pixel)
+      [optional, not the paper's: with ``time_embedding = E``, every multi-scale and 1 x 1
+       layer's output shifted per channel by the step's embedding, as in the U-Net
+       (:func:`~.blocks.time_shift_forward`; t -> sinusoids -> SiLU MLP  (N, E))]
       -> 1 x 1 linear map to 2 C J temporal coefficients                (N, H, W, 2 C J)
       -> temporal readout, eqs. (62)-(63), at every pixel               (N, H, W, 2 C)
       -> z = [z_mu, z_Sigma], each flattened like x_t                   (N, 2 D)
@@ -37,7 +40,10 @@ Parameters are a dict of named arrays: ``conv{l}.W`` (S, k, k, C_in, C_out) and
 ``dense.W{l}`` and ``dense.b{l}``: ``dense.W0`` (D, n_hidden_dense), the middle ones
 (n_hidden_dense, n_hidden_dense), the last (n_hidden_dense, H W n_dense_channels);
 ``pixel{l}.W`` (C_in, C_out) and ``pixel{l}.b``; ``readout.W`` and ``readout.b``, the
-per-pixel map to the temporal coefficients (the paper's "Readout", App. D.2.1).
+per-pixel map to the temporal coefficients (the paper's "Readout", App. D.2.1).  With a
+time embedding, ``time.W0``, ``time.b0``, ``time.W1``, ``time.b1`` (its MLP, E -> E -> E) and
+each layer's shift, ``conv{l}.emb.W`` (E, n_hidden_conv), ``pixel{l}.emb.W`` (E, n_hidden_pixel)
+and their biases.
 Gradients come back keyed the same way.
 """
 from dataclasses import asdict, dataclass, fields
@@ -52,6 +58,7 @@ from ..nn.readout import SPACINGS, bump_basis
 from ..validation import check_choice, check_positive_int
 from .layers import multiscale_backward, multiscale_forward, pixel_readout_backward, pixel_readout_forward
 from .layers import pointwise_backward, pointwise_forward
+from .blocks import time_shift_backward, time_shift_forward, timestep_embedding
 
 
 @dataclass
@@ -77,6 +84,10 @@ class ImageNetConfig:
                            ``n_layers_dense + 1`` linear + tanh layers: the last gives the channels.
     n_hidden_dense : int   width of its hidden layers.
     n_dense_channels : int   channels per pixel the dense pathway adds to the 1 x 1 layers' input.
+    time_embedding : int   ``E``, the width of a time embedding that shifts every multi-scale and
+                           1 x 1 layer's output (the U-Net's conditioning, not the paper's); 0: none,
+                           ``t`` enters only at the readout, as in the paper.  Its shifts start at zero,
+                           so an untrained network computes what the paper's does.
     """
     size: int = 16
     channels: int = 1
@@ -92,6 +103,7 @@ class ImageNetConfig:
     n_layers_dense: int = 0
     n_hidden_dense: int = 500
     n_dense_channels: int = 2
+    time_embedding: int = 0
 
     def __post_init__(self):
         for name in ("size", "channels", "n_scales", "kernel", "n_hidden_conv", "n_hidden_pixel",
@@ -101,6 +113,10 @@ class ImageNetConfig:
         check_positive_int("n_layers_conv", self.n_layers_conv, 0)
         check_positive_int("n_layers_pixel", self.n_layers_pixel, 0)
         check_positive_int("n_layers_dense", self.n_layers_dense, 0)
+        check_positive_int("time_embedding", self.time_embedding, 0)
+        if self.time_embedding and not (self.n_layers_conv or self.n_layers_pixel):
+            raise ValueError("time_embedding shifts the multi-scale and 1 x 1 layers; with neither "
+                             "(n_layers_conv = n_layers_pixel = 0) it must be 0")
         check_choice("bump_spacing", self.bump_spacing, SPACINGS)
         if self.kernel % 2 == 0:
             raise ValueError(f"kernel must be odd (same padding), got {self.kernel}")
@@ -173,6 +189,13 @@ def init_image_net(cfg, rng, dtype=numpy.float64):
     n_coef = 2 * cfg.channels * cfg.n_temporal_basis
     params["readout.W"] = numpy.zeros((c_in, n_coef), dtype=dtype)
     params["readout.b"] = numpy.zeros(n_coef, dtype=dtype)
+    E = cfg.time_embedding
+    if E:                                                             # the time MLP, then shifts at zero
+        params.update(init_mlp([E, E, E], rng, dtype, prefix="time."))
+        for name, width in [(f"conv{l}", cfg.n_hidden_conv) for l in range(cfg.n_layers_conv)] + \
+                           [(f"pixel{l}", cfg.n_hidden_pixel) for l in range(cfg.n_layers_pixel)]:
+            params[f"{name}.emb.W"] = numpy.zeros((E, width), dtype=dtype)
+            params[f"{name}.emb.b"] = numpy.zeros(width, dtype=dtype)
     return params
 
 
@@ -185,6 +208,8 @@ class ImageNetCache(NamedTuple):
     coef: object            # PointwiseCache of the readout's coefficient map
     readout: object         # PixelReadoutCache
     shape: tuple            # (N, H, W, C)
+    time: object = None     # MLPCache of the time embedding, or None without it
+    shifts: tuple = ()      # TimeShiftCache per multi-scale layer, then per 1 x 1 layer
 
 
 def image_net_forward(xt, t, params, cfg, G):
@@ -207,10 +232,21 @@ def image_net_forward(xt, t, params, cfg, G):
     if xt.ndim != 2 or xt.shape[1] != cfg.D:
         raise ValueError(f"x_t must have shape (N, {cfg.D}) for {s} x {s} x {C} images, got {tuple(xt.shape)}")
     h = xt.reshape(N, s, s, C)                                        # (N, H, W, C)
-    convs, dense, pixels = [], None, []
+    convs, dense, pixels, shifts, time = [], None, [], [], None
+    if cfg.time_embedding:                                            # not the paper's: t in every layer
+        e = xp.asarray(timestep_embedding(t, cfg.time_embedding), dtype=xt.dtype)
+        emb, time = mlp_forward(e, params, activation="silu", prefix="time.")   # (N, E)
+
+    def shifted(h, name):                                             # h + shift(emb), or h as it is
+        if time is None:
+            return h
+        h, c = time_shift_forward(h, emb, params[f"{name}.emb.W"], params[f"{name}.emb.b"])
+        shifts.append(c)
+        return h
     for l in range(cfg.n_layers_conv):
         h, c = multiscale_forward(h, params[f"conv{l}.W"], params[f"conv{l}.b"])   # (N, H, W, n_hidden_conv)
         convs.append(c)
+        h = shifted(h, f"conv{l}")
     if cfg.n_layers_dense:                                            # the dense pathway, on the whole image
         g, dense = mlp_forward(xt, params, activation="tanh", activate_last=True, prefix="dense.")  # (N, H W c_d)
         h = xp.concatenate([h, g.reshape(N, s, s, -1)], axis=3)      # (N, H, W, pixel_features)
@@ -218,11 +254,13 @@ def image_net_forward(xt, t, params, cfg, G):
         a, c_lin = pointwise_forward(h, params[f"pixel{l}.W"], params[f"pixel{l}.b"])
         h, c_act = tanh_forward(a)                                    # (N, H, W, n_hidden_pixel)
         pixels.append((c_lin, c_act))
+        h = shifted(h, f"pixel{l}")
     y, c_coef = pointwise_forward(h, params["readout.W"], params["readout.b"])   # y_i, App. D.2.1  (N, H, W, 2 C J)
     z, c_read = pixel_readout_forward(y, t, G)                        # eq. (62)        (N, H, W, 2 C)
     z = z.reshape(N, s, s, 2, C).transpose(0, 3, 1, 2, 4).reshape(N, 2 * cfg.D)   # [z_mu, z_Sigma]  (N, 2 D)
     c_d = cfg.n_dense_channels if cfg.n_layers_dense else 0
-    return z, ImageNetCache(tuple(convs), dense, c_d, tuple(pixels), c_coef, c_read, (N, s, s, C))
+    return z, ImageNetCache(tuple(convs), dense, c_d, tuple(pixels), c_coef, c_read, (N, s, s, C), time,
+                            tuple(shifts))
 
 
 def image_net_backward(dz, cache, *, need_dx=True):
@@ -230,7 +268,14 @@ def image_net_backward(dz, cache, *, need_dx=True):
     (a fixed schedule needs no gradient through ``x_t``), ``dparams`` keyed and shaped like
     the parameters (:func:`init_image_net`)."""
     N, s, _, C = cache.shape
-    grads = {}
+    grads, shifts, dembs = {}, list(cache.shifts), []
+
+    def unshifted(dh, name):                                          # through h + shift(emb)
+        if cache.time is None:
+            return dh
+        dh, demb, grads[f"{name}.emb.W"], grads[f"{name}.emb.b"] = time_shift_backward(dh, shifts.pop())
+        dembs.append(demb)                                            # (N, E)
+        return dh
     dz = dz.reshape(N, 2, s, s, C).transpose(0, 2, 3, 1, 4).reshape(N, s, s, 2 * C)   # (N, H, W, 2 C)
     dy = pixel_readout_backward(dz, cache.readout)                    # (N, H, W, 2 C J)
     below = bool(cache.convs or cache.dense)                          # layers beneath the 1 x 1 ones
@@ -238,7 +283,7 @@ def image_net_backward(dz, cache, *, need_dx=True):
         dy, cache.coef, need_dx=need_dx or below or bool(cache.pixels))
     for l in reversed(range(len(cache.pixels))):
         c_lin, c_act = cache.pixels[l]
-        da = tanh_backward(dh, c_act)
+        da = tanh_backward(unshifted(dh, f"pixel{l}"), c_act)
         dh, grads[f"pixel{l}.W"], grads[f"pixel{l}.b"] = pointwise_backward(
             da, c_lin, need_dx=need_dx or l > 0 or below)
     dx_dense = None
@@ -249,7 +294,9 @@ def image_net_backward(dz, cache, *, need_dx=True):
         grads.update(dense_grads)
     for l in reversed(range(len(cache.convs))):
         dh, grads[f"conv{l}.W"], grads[f"conv{l}.b"] = multiscale_backward(
-            dh, cache.convs[l], need_dx=need_dx or l > 0)
+            unshifted(dh, f"conv{l}"), cache.convs[l], need_dx=need_dx or l > 0)
+    if cache.time is not None:                                        # every layer's shift read emb
+        grads.update(mlp_backward(sum(dembs), cache.time, need_dx=False)[1])
     if not need_dx:
         return None, grads
     dx = dh.reshape(N, -1)                                            # both pathways read x_t
