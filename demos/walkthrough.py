@@ -292,7 +292,7 @@ print(f"loss on the same batch: {loss_model:.4f} -> {loss_at(theta.views):.4f} n
 # shard). The held-out bound, every `t` summed, rises.
 
 # %%
-cfg = TrainConfig(steps=400, batch_size=256, lr=3e-3, warmup=20, final_lr_fraction=0.05)
+cfg = TrainConfig(steps=400, batch_size=256, lr=3e-3, warmup=20, final_lr_fraction=0.05)   # lr_at: warm-up, cosine
 for step in range(cfg.steps):
     x_batch = swiss_roll(cfg.batch_size, rng)                                    # (N, D) fresh data
     loss, grads = model.loss_and_grads(theta.views, x_batch, *model.draw(rng, cfg.batch_size))  # t, eps, weights
