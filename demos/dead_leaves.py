@@ -82,8 +82,9 @@ def make_parser():
                    help="reverse kernel's mean and variance (gaussian/reverse.py): 'eps' is DDPM's, 'paper' eqs. "
                         "64-65; 'bounded' and 'eps' keep the variance between beta_tilde_t and beta_t "
                         "(default: unet eps, paper bounded)")
-    p.add_argument("--objective", choices=("bound", "simple"), default="bound",
-                   help="what training minimizes: -K, or DDPM's simplified loss (the bound's terms reweighted)")
+    p.add_argument("--objective", choices=("bound", "simple", "hybrid"), default="bound",
+                   help="what training minimizes: -K, DDPM's simplified loss (the bound's terms reweighted), or "
+                        "the simplified loss plus 0.01 of the bound (gaussian/model.py: objective_weights)")
     p.add_argument("--schedule", choices=("linear", "reference"), default=None,
                    help="beta_t linear from --beta-1 to --beta-T (DDPM's), or the reference code's 1/(T - t + 1) "
                         "(default: unet linear, paper reference)")

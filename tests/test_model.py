@@ -266,6 +266,9 @@ def test_objective_weights_and_draw():
     tab = bound.tables(bound.init_params(np.random.default_rng(0)))
     w = tab["beta"][2:] / (2 * tab["alpha"][2:] * tab["one_minus_alpha_bar"][2:])   # DDPM's eq. (12), Sigma = beta
     assert np.allclose(simple.objective_weights()[2:], 1 / (11 * w), rtol=1e-12)
+    hybrid = simple_model(objective="hybrid")
+    np.testing.assert_allclose(hybrid.objective_weights(), simple.objective_weights() + 0.01 * bound.objective_weights(),
+                               rtol=1e-15)
     for t_sampling in ("uniform", "log-uniform"):
         b, s = (simple_model(t_sampling=t_sampling, objective=o) for o in ("bound", "simple"))
         tb, eb, wb = b.draw(np.random.default_rng(5), 9)

@@ -32,7 +32,8 @@ from .tables import add_grads, tables_backward, tables_forward
 
 
 T_SAMPLINGS = ("uniform", "log-uniform")
-OBJECTIVES = ("bound", "simple")
+OBJECTIVES = ("bound", "simple", "hybrid")
+HYBRID_BOUND_WEIGHT = 0.01                    # the bound's share in the hybrid objective
 
 
 @dataclass
@@ -69,8 +70,8 @@ class ModelConfig:
         check_choice("parameterization", self.param, PARAMS)
         check_choice("t_sampling", self.t_sampling, T_SAMPLINGS)
         check_choice("objective", self.objective, OBJECTIVES)
-        if self.objective == "simple" and self.schedule.learn:
-            raise ValueError("objective 'simple' reweights the bound's terms by fixed weights of beta; "
+        if self.objective != "bound" and self.schedule.learn:
+            raise ValueError(f"objective {self.objective!r} reweights the bound's terms by fixed weights of beta; "
                              "it needs a fixed schedule (learn=False)")
 
     def to_dict(self):
@@ -231,6 +232,10 @@ class GaussianDiffusion:
         still the bound's terms reweighted: relative to the bound it stresses large ``t`` (on a
         linear schedule from ``1e-5`` to ``0.02`` at ``T = 1000``, ``1 / w_t`` grows from 2.7 at
         ``t = 2`` to about 100 from ``t = 100`` on).  It is biased as an estimate of ``-K``; evaluation reports ``K``.
+        ``'hybrid'`` adds the bound with weight :data:`HYBRID_BOUND_WEIGHT` (after Nichol & Dhariwal
+        2021's ``L_simple + lambda L_vlb``): ``lambda_t = 1 / ((T - 1) w_t) + 0.01``, the bound's
+        weight where ``t`` is small (``1 / ((T - 1) w_t) < 0.01`` up to ``t`` of about 10 on that
+        schedule), the simplified loss's above.
         """
         if self._lambda is None:
             lam = numpy.zeros(self.T + 1)
@@ -240,6 +245,8 @@ class GaussianDiffusion:
                 tab = tables_forward(schedule_forward(self.cfg.schedule)[0])[0]
                 w = tab["beta"][2:] / (2 * tab["alpha"][2:] * tab["one_minus_alpha_bar"][2:])   # DDPM (12), Sigma = beta
                 lam[2:] = 1.0 / ((self.T - 1) * w)
+                if self.cfg.objective == "hybrid":
+                    lam[2:] += HYBRID_BOUND_WEIGHT
             self._lambda = lam
         return self._lambda
 
